@@ -1,0 +1,1 @@
+"""boutique.observatory: the built-in telemetry backend (receive, store, query, show)."""

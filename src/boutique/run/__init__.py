@@ -1,0 +1,1 @@
+"""boutique.run: local orchestration for `boutique up` (processes, ports, readiness, restarts)."""

@@ -1,0 +1,1 @@
+"""productcatalog: the products on sale, read from data shipped with the package."""
