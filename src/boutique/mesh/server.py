@@ -15,7 +15,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from boutique.mesh.config import ProcessInfo
+from boutique.mesh.config import ProcessInfo, env_duration
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,19 @@ def generic_handler(binding: ServiceBinding, instance: str) -> grpc.GenericRpcHa
 class GrpcServer:
     """Serve gRPC services on host:port with health; SERVING once started, NOT_SERVING while draining."""
 
-    def __init__(self, info: ProcessInfo, bindings: Iterable[ServiceBinding], grace: float = 5.0) -> None:
+    def __init__(
+        self,
+        info: ProcessInfo,
+        bindings: Iterable[ServiceBinding],
+        grace: float = 5.0,
+        drain_delay: float | None = None,
+    ) -> None:
         self.info = info
         self.bindings = list(bindings)
         self.grace = grace
+        # How long NOT_SERVING is announced while still accepting calls, so health checkers and
+        # discovery take the instance out of rotation before it stops taking new calls.
+        self.drain_delay = env_duration("BOUTIQUE_DRAIN_DELAY", 0.0) if drain_delay is None else drain_delay
         self.port = 0
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -123,11 +132,13 @@ class GrpcServer:
         return self.port
 
     async def stop(self) -> None:
-        """Report NOT_SERVING, let in-flight calls finish within the grace period, then close."""
+        """Report NOT_SERVING, wait the drain delay, let in-flight calls finish within the grace period."""
         if self._server is None:
             return
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-        log.info("draining", extra={"grace_seconds": self.grace})
+        log.info("draining", extra={"grace_seconds": self.grace, "drain_delay_seconds": self.drain_delay})
+        if self.drain_delay > 0:
+            await asyncio.sleep(self.drain_delay)
         await self._server.stop(self.grace)
         self._server = None
         log.info("stopped")

@@ -24,7 +24,7 @@ class ShopClient:
 
     service: ClassVar[str]
     address_variable: ClassVar[str]
-    stub_type: ClassVar[Callable[[grpc.aio.Channel], Any]]
+    stub_type: ClassVar[type[Any]]
 
     def __init__(self, endpoints: StaticEndpoints, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.pool: ChannelPool[Any] = ChannelPool(endpoints, type(self).stub_type)

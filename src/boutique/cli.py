@@ -1,0 +1,87 @@
+"""The `boutique` command: serve one service, start the whole shop, or generate load."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+from boutique import __version__
+from boutique.mesh import ProcessInfo, configure_logging
+from boutique.shop.services import SERVICES
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run one shop service in this process until SIGTERM/SIGINT."""
+    from boutique.run.child import die_with_parent
+
+    die_with_parent()
+    spec = SERVICES[args.service]
+    if spec.kind == "load":
+        from boutique.shop.loadgen import runner
+
+        return runner.run_from_env()
+    info = ProcessInfo.from_env(spec.name)
+    configure_logging(spec.name, info.instance_id, args.log_level)
+    entry = spec.entry_point()
+    try:
+        asyncio.run(entry())
+    except OSError as exc:
+        print(f"boutique serve {spec.name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    """Start every service on this machine (see boutique.run)."""
+    from boutique.run.up import run_up
+
+    return run_up(args)
+
+
+def _load(args: argparse.Namespace) -> int:
+    """Run simulated shoppers against a frontend."""
+    from boutique.shop.loadgen import runner
+
+    return runner.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="boutique", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"boutique {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("service", choices=sorted(SERVICES), help="which service")
+    serve.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+    serve.set_defaults(func=_serve)
+
+    from boutique.run.options import add_arguments as add_up_arguments
+
+    up = commands.add_parser("up", help="start the whole shop on this machine")
+    add_up_arguments(up)
+    up.set_defaults(func=_up)
+
+    from boutique.shop.loadgen.runner import add_arguments as add_load_arguments
+
+    load = commands.add_parser("load", help="simulated shoppers against a frontend (Locust, headless)")
+    add_load_arguments(load)
+    load.set_defaults(func=_load)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `boutique` console script."""
+    args = build_parser().parse_args(argv)
+    with contextlib.suppress(BrokenPipeError):
+        return int(args.func(args) or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

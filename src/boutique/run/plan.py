@@ -1,0 +1,106 @@
+"""What `boutique up` will start: one entry per process, with its port, environment and command."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from boutique.run.ports import free_port
+from boutique.shop.services import BACKENDS, SERVICES
+
+MAX_REPLICAS = 16
+HOST = "127.0.0.1"
+
+
+@dataclass
+class ProcessPlan:
+    """One process to run: which service, which replica, where it listens, how to start it."""
+
+    service: str
+    index: int
+    kind: str
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def instance(self) -> str:
+        """Instance id, unique within this `up`: service-index."""
+        return f"{self.service}-{self.index}"
+
+    @property
+    def address(self) -> str:
+        """host:port it listens on (empty for the load generator)."""
+        return f"{HOST}:{self.port}" if self.port else ""
+
+    @property
+    def argv(self) -> list[str]:
+        """The command line: this Python running `boutique serve <service>`."""
+        return [sys.executable, "-m", "boutique.cli", "serve", self.service]
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """The choices of `boutique up` that shape the plan."""
+
+    data_dir: Path
+    frontend_port: int = 8080
+    replicas: dict[str, int] = field(default_factory=dict)
+    load: bool = True
+    users: int = 10
+    spawn_rate: float = 1.0
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """Parse 'cart=3,currency=2' into counts; ValueError names the bad entry."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, number = part.partition("=")
+        if not sep or not number.strip().isdigit():
+            raise ValueError(f"--replicas: expected service=count, got {part!r}")
+        name, count = name.strip(), int(number)
+        if name not in SERVICES or SERVICES[name].kind == "load":
+            raise ValueError(f"--replicas: no service named {name!r} (choose from {', '.join(_scalable())})")
+        if not 1 <= count <= MAX_REPLICAS:
+            raise ValueError(f"--replicas: {name}={count} is outside 1..{MAX_REPLICAS}")
+        counts[name] = count
+    return counts
+
+
+def _scalable() -> list[str]:
+    return [name for name, spec in SERVICES.items() if spec.kind != "load"]
+
+
+def build_plan(options: UpOptions) -> list[ProcessPlan]:
+    """Every process in start order: backends, frontend replicas, then the load generator."""
+    plans: list[ProcessPlan] = []
+    for name in [*BACKENDS, "frontend"]:
+        for index in range(options.replicas.get(name, 1)):
+            port = options.frontend_port if name == "frontend" and index == 0 else free_port(HOST)
+            plans.append(ProcessPlan(name, index, SERVICES[name].kind, port))
+    if options.load:
+        plans.append(ProcessPlan("loadgen", 0, "load", 0))
+
+    addresses = {
+        SERVICES[name].address_variable: ",".join(p.address for p in plans if p.service == name)
+        for name in BACKENDS
+    }
+    outbox = options.data_dir / "outbox"
+    for plan in plans:
+        plan.env = {
+            **{k: v for k, v in addresses.items() if k},
+            "PORT": str(plan.port),
+            "BIND_HOST": HOST,
+            "BOUTIQUE_INSTANCE_ID": plan.instance,
+            "BOUTIQUE_DATA_DIR": str(options.data_dir),
+            "EMAIL_OUTBOX_DIR": str(outbox),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if plan.kind == "load":
+            plan.env |= {
+                "FRONTEND_URL": f"http://{HOST}:{options.frontend_port}",
+                "LOADGEN_USERS": str(options.users),
+                "LOADGEN_SPAWN_RATE": str(options.spawn_rate),
+                "LOADGEN_CSV": str(options.data_dir / "loadgen"),
+            }
+    return plans

@@ -1,0 +1,207 @@
+"""Start, watch, probe, restart and stop the processes of `boutique up`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from boutique.run.child import PARENT_VARIABLE
+from boutique.run.plan import ProcessPlan
+
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 30.0
+PROBE_FAST = 0.2
+PROBE_SLOW = 2.0
+
+
+@dataclass
+class Child:
+    """One supervised process and what is known about it."""
+
+    plan: ProcessPlan
+    state: str = "pending"
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    serving_since: float | None = None
+    restarts: int = 0
+    failures_in_row: int = 0
+    last_exit: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The running process id, if any."""
+        return self.process.pid if self.process and self.process.returncode is None else None
+
+    @property
+    def ready(self) -> bool:
+        """Serving (or, for the load generator, running)."""
+        return self.state in ("SERVING", "running")
+
+
+class Supervisor:
+    """Runs every planned process, restarts crashed ones with backoff, stops them all cleanly."""
+
+    def __init__(
+        self, plans: list[ProcessPlan], log_dir: Path, on_change: Callable[[Child], None] | None = None
+    ) -> None:
+        self.children = [Child(plan) for plan in plans]
+        self.log_dir = log_dir
+        self.on_change = on_change or (lambda child: None)
+        self.stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._http = httpx.AsyncClient(timeout=1.0)
+
+    def _set_state(self, child: Child, state: str) -> None:
+        if child.state != state:
+            child.state = state
+            if state in ("SERVING", "running"):
+                child.serving_since = time.monotonic()
+            self.on_change(child)
+
+    async def start(self) -> None:
+        """Start every process (the load generator once the frontends serve) and begin probing."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for child in self.children:
+            if child.plan.kind != "load":
+                await self._spawn(child)
+        self._tasks.append(asyncio.create_task(self._probe_loop()))
+        for child in self.children:
+            self._tasks.append(asyncio.create_task(self._watch(child)))
+
+    async def start_load_when_ready(self, timeout: float) -> None:
+        """Start the load generator after every frontend serves."""
+        load = [c for c in self.children if c.plan.kind == "load"]
+        if not load:
+            return
+        await self.wait_ready(timeout, lambda c: c.plan.service == "frontend")
+        for child in load:
+            if not self.stopping:
+                await self._spawn(child)
+
+    async def _spawn(self, child: Child) -> None:
+        log = (self.log_dir / f"{child.plan.instance}.log").open("ab")
+        try:
+            child.process = await asyncio.create_subprocess_exec(
+                *child.plan.argv,
+                env={**os.environ, **child.plan.env, PARENT_VARIABLE: str(os.getpid())},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        child.started_at = time.monotonic()
+        child.serving_since = None
+        self._set_state(child, "starting")
+
+    async def _watch(self, child: Child) -> None:
+        """Wait for the process to exit; unless stopping, restart it after a growing backoff."""
+        while not self.stopping:
+            if child.process is None:
+                await asyncio.sleep(PROBE_FAST)
+                continue
+            code = await child.process.wait()
+            if self.stopping:
+                return
+            child.last_exit = code
+            stable = child.serving_since is not None and time.monotonic() - child.serving_since > STABLE_AFTER
+            child.failures_in_row = 1 if stable else child.failures_in_row + 1
+            delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (child.failures_in_row - 1))
+            self._set_state(child, f"exited {code}, restart in {delay:.1f}s")
+            await asyncio.sleep(delay)
+            if self.stopping:
+                return
+            child.restarts += 1
+            await self._spawn(child)
+
+    async def _probe_loop(self) -> None:
+        """Ask every live process whether it serves: gRPC health for backends, /_healthz for frontends."""
+        while not self.stopping:
+            live = [c for c in self.children if c.pid is not None]
+            await asyncio.gather(*(self._probe(c) for c in live))
+            all_ready = all(c.ready for c in self.children if c.process is not None)
+            await asyncio.sleep(PROBE_SLOW if all_ready else PROBE_FAST)
+
+    async def _probe(self, child: Child) -> None:
+        plan = child.plan
+        if plan.kind == "load":
+            self._set_state(child, "running")
+            return
+        try:
+            if plan.kind == "grpc":
+                channel = self._channels.get(plan.address)
+                if channel is None:
+                    channel = self._channels[plan.address] = grpc.aio.insecure_channel(plan.address)
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                state = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            else:
+                response = await self._http.get(f"http://{plan.address}/_healthz")
+                state = "SERVING" if response.status_code == 200 else f"HTTP {response.status_code}"
+        except (grpc.aio.AioRpcError, httpx.HTTPError):
+            state = "starting" if child.serving_since is None else "unreachable"
+        if child.pid is not None and not self.stopping:
+            self._set_state(child, state)
+
+    async def wait_ready(self, timeout: float, which: Callable[[Child], bool] = lambda c: True) -> bool:
+        """Wait until every selected process is ready; False on timeout or shutdown."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping:
+            chosen = [c for c in self.children if which(c) and c.plan.kind != "load"]
+            if all(c.ready for c in chosen):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def stop(self, grace: float = 8.0) -> None:
+        """SIGTERM every process group (load generator first), wait for the grace period, SIGKILL the rest."""
+        self.stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        loadgen = [c for c in self.children if c.plan.kind == "load"]
+        others = [c for c in self.children if c.plan.kind != "load"]
+        for group in (loadgen, others):
+            await self._terminate(group, grace)
+        for channel in self._channels.values():
+            await channel.close()
+        await self._http.aclose()
+
+    async def _terminate(self, children: list[Child], grace: float) -> None:
+        running = [c for c in children if c.pid is not None]
+        for child in running:
+            self._set_state(child, "stopping")
+            _signal_group(child, signal.SIGTERM)
+
+        async def reap(child: Child) -> None:
+            assert child.process is not None
+            try:
+                await asyncio.wait_for(child.process.wait(), grace)
+            except TimeoutError:
+                _signal_group(child, signal.SIGKILL)
+                await child.process.wait()
+            _signal_group(child, signal.SIGKILL)  # anything the child left behind in its group
+            self._set_state(child, "stopped")
+
+        await asyncio.gather(*(reap(c) for c in running))
+
+
+def _signal_group(child: Child, sig: signal.Signals) -> None:
+    """Signal the child's whole process group (it leads its own session)."""
+    if child.process is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.process.pid, sig)

@@ -1,0 +1,138 @@
+"""`boutique up`: every shop service as its own process on loopback, with a live status view."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from boutique.run.plan import UpOptions, build_plan, parse_replicas
+from boutique.run.ports import PortBusy, ensure_free
+from boutique.run.status import event_line, load_summary, table
+from boutique.run.supervisor import Child, Supervisor
+
+STATE_FILE = "up.json"
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Validate the options, then supervise every process until SIGINT/SIGTERM."""
+    try:
+        replicas = parse_replicas(args.replicas)
+        if not 1 <= args.frontend_port <= 65535:
+            raise ValueError(f"--frontend-port {args.frontend_port} is not a port number")
+        if args.users < 1 or args.spawn_rate <= 0:
+            raise ValueError("--users must be at least 1 and --spawn-rate above 0")
+        ensure_free("127.0.0.1", args.frontend_port, "the shop web site", "--frontend-port")
+    except (ValueError, PortBusy) as exc:
+        print(f"boutique up: {exc}", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir.resolve()
+    options = UpOptions(
+        data_dir=data_dir,
+        frontend_port=args.frontend_port,
+        replicas=replicas,
+        load=args.load,
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+    )
+    live = sys.stdout.isatty() and not args.plain
+    try:
+        return asyncio.run(_supervise(options, args.ready_timeout, live))
+    except KeyboardInterrupt:
+        return 130
+
+
+def write_state(path: Path, supervisor: Supervisor, url: str) -> None:
+    """Write up.json: the URL and every process (pid, address, state), for people and tools."""
+    state = {
+        "pid": os.getpid(),
+        "frontend_url": url,
+        "processes": [
+            {
+                "service": c.plan.service,
+                "instance": c.plan.instance,
+                "pid": c.pid,
+                "address": c.plan.address,
+                "state": c.state,
+                "restarts": c.restarts,
+                "log": str(supervisor.log_dir / f"{c.plan.instance}.log"),
+            }
+            for c in supervisor.children
+        ],
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+
+
+async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> int:
+    console = Console()
+    url = f"http://127.0.0.1:{options.frontend_port}"
+    state_path = options.data_dir / STATE_FILE
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def changed(child: Child) -> None:
+        if not live:
+            print(event_line(child), flush=True)
+        if state_path.parent.exists():
+            write_state(state_path, supervisor, url)
+
+    supervisor = Supervisor(build_plan(options), options.data_dir / "logs", changed)
+    began = time.monotonic()
+    footer = [f"starting {len(supervisor.children)} processes; logs in {supervisor.log_dir}"]
+
+    def view() -> object:
+        lines = list(footer)
+        summary = load_summary(options.data_dir / "loadgen") if options.load else None
+        if summary:
+            lines.append(summary)
+        return table(supervisor.children, "Boutique", lines)
+
+    with (
+        Live(get_renderable=view, console=console, refresh_per_second=2, transient=False)
+        if live
+        else contextlib.nullcontext()
+    ):
+        await supervisor.start()
+        ready = asyncio.create_task(supervisor.wait_ready(ready_timeout))
+        await asyncio.wait([ready, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if ready.done() and ready.result():
+            took = time.monotonic() - began
+            footer[:] = [
+                f"Boutique is up in {took:.1f}s: shop at {url}",
+                f"logs in {supervisor.log_dir} · state in {state_path} · Ctrl-C stops everything",
+            ]
+            if not live:
+                print(footer[0], flush=True)
+            load = asyncio.create_task(supervisor.start_load_when_ready(ready_timeout))
+        elif not stop.is_set():
+            waiting = ", ".join(
+                c.plan.instance for c in supervisor.children if not c.ready and c.plan.kind != "load"
+            )
+            footer[:] = [f"not ready after {ready_timeout:.0f}s: {waiting} (see their logs); still trying"]
+            if not live:
+                print(footer[0], flush=True)
+            load = asyncio.create_task(supervisor.start_load_when_ready(ready_timeout))
+        else:
+            load = None
+        await stop.wait()
+        footer[:] = ["stopping every process ..."]
+        if load is not None:
+            load.cancel()
+        await supervisor.stop()
+    write_state(state_path, supervisor, url)
+    print("Boutique stopped: every process has exited.", flush=True)
+    return 0

@@ -1,0 +1,1 @@
+"""ad: text ads chosen by the categories a page is about."""

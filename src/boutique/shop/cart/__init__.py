@@ -1,0 +1,1 @@
+"""cart: shopping carts keyed by user id, kept in memory or in Redis."""

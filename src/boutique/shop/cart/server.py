@@ -1,0 +1,54 @@
+"""gRPC face of the cart: decode, call CartService, encode; closes the store on stop."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from boutique.mesh import ServiceBinding
+from boutique.shop.cart.service import CartService
+from boutique.shop.cart.store import CartStore, RedisCartStore, store_from_env
+from boutique.shop.proto import demo_pb2 as pb
+from boutique.shop.rpc import binding, run_server
+
+SERVICE = "cart"
+
+log = logging.getLogger(__name__)
+
+
+class CartServicer:
+    """Implements hipstershop.CartService."""
+
+    def __init__(self, service: CartService) -> None:
+        self.service = service
+
+    async def AddItem(self, request: pb.AddItemRequest, context: grpc.aio.ServicerContext) -> pb.Empty:
+        await self.service.add_item(request.user_id, request.item.product_id, request.item.quantity)
+        return pb.Empty()
+
+    async def GetCart(self, request: pb.GetCartRequest, context: grpc.aio.ServicerContext) -> pb.Cart:
+        lines = await self.service.get_cart(request.user_id)
+        return pb.Cart(
+            user_id=request.user_id,
+            items=[pb.CartItem(product_id=line.product_id, quantity=line.quantity) for line in lines],
+        )
+
+    async def EmptyCart(self, request: pb.EmptyCartRequest, context: grpc.aio.ServicerContext) -> pb.Empty:
+        await self.service.empty_cart(request.user_id)
+        return pb.Empty()
+
+
+def bindings(store: CartStore | None = None) -> list[ServiceBinding]:
+    """The cart's gRPC services on `store`, by default the one REDIS_ADDR selects."""
+    return [binding("CartService", CartServicer(CartService(store or store_from_env())))]
+
+
+async def serve() -> None:
+    """Run the cart until SIGTERM, then close the store."""
+    store = store_from_env()
+    if isinstance(store, RedisCartStore):
+        log.info("cart store: redis", extra={"redis_address": store.address})
+    else:
+        log.info("cart store: memory (carts are lost on restart; set REDIS_ADDR to keep them)")
+    await run_server(SERVICE, bindings(store), on_stop=store.close)

@@ -1,0 +1,69 @@
+"""The cart domain logic: validate and apply adds, reads and empties against a CartStore."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from boutique.shop.cart.store import CartStore, LineLimitExceeded
+from boutique.shop.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+MAX_USER_ID_LENGTH = 128
+MAX_PRODUCT_ID_LENGTH = 64
+MIN_ADD_QUANTITY = 1
+MAX_ADD_QUANTITY = 10
+MAX_LINE_QUANTITY = 99
+
+
+@dataclass(frozen=True)
+class CartLine:
+    """One product in a cart and how many of it."""
+
+    product_id: str
+    quantity: int
+
+
+def _check_id(value: str, field: str, max_length: int) -> None:
+    """InvalidArgument naming the field unless the id is non-empty and short enough."""
+    if not value:
+        raise InvalidArgument(f"{field} is empty")
+    if len(value) > max_length:
+        raise InvalidArgument(f"{field} longer than {max_length} characters")
+
+
+class CartService:
+    """Carts keyed by user id; adding a product already in the cart raises its quantity."""
+
+    def __init__(self, store: CartStore, max_line_quantity: int = MAX_LINE_QUANTITY) -> None:
+        self.store = store
+        self.max_line_quantity = max_line_quantity
+
+    async def add_item(self, user_id: str, product_id: str, quantity: int) -> int:
+        """Add 1..10 of a product; returns the line's new quantity, capped at `max_line_quantity`."""
+        _check_id(user_id, "user_id", MAX_USER_ID_LENGTH)
+        _check_id(product_id, "product_id", MAX_PRODUCT_ID_LENGTH)
+        if not MIN_ADD_QUANTITY <= quantity <= MAX_ADD_QUANTITY:
+            raise InvalidArgument(
+                f"quantity {quantity} out of range: add {MIN_ADD_QUANTITY} to {MAX_ADD_QUANTITY} at a time"
+            )
+        try:
+            new_total = await self.store.add(user_id, product_id, quantity, self.max_line_quantity)
+        except LineLimitExceeded:
+            raise InvalidArgument(
+                f"quantity of {product_id!r} would exceed {self.max_line_quantity} per cart line"
+            ) from None
+        log.debug("cart item added", extra={"product_id": product_id, "quantity": quantity})
+        return new_total
+
+    async def get_cart(self, user_id: str) -> list[CartLine]:
+        """The user's lines; an unknown user has an empty cart."""
+        _check_id(user_id, "user_id", MAX_USER_ID_LENGTH)
+        lines = await self.store.get(user_id)
+        return [CartLine(product_id, quantity) for product_id, quantity in lines.items()]
+
+    async def empty_cart(self, user_id: str) -> None:
+        """Remove every line of the user's cart."""
+        _check_id(user_id, "user_id", MAX_USER_ID_LENGTH)
+        await self.store.empty(user_id)

@@ -1,0 +1,32 @@
+"""Typed client of the checkout for other services; hides gRPC behind plain calls."""
+
+from __future__ import annotations
+
+from boutique.shop.proto import demo_pb2 as pb
+from boutique.shop.proto import demo_pb2_grpc as pb_grpc
+from boutique.shop.rpc import ShopClient
+
+PLACE_ORDER_TIMEOUT = 15.0
+
+
+class CheckoutClient(ShopClient):
+    """Calls hipstershop.CheckoutService; errors arrive as boutique.shop.errors types."""
+
+    service = "checkout"
+    address_variable = "CHECKOUT_SERVICE_ADDR"
+    stub_type = pb_grpc.CheckoutServiceStub
+
+    async def place_order(
+        self,
+        user_id: str,
+        user_currency: str,
+        address: pb.Address,
+        email: str,
+        card: pb.CreditCardInfo,
+    ) -> pb.OrderResult:
+        """Place an order for the user's cart; the deadline is longer since checkout calls six services."""
+        request = pb.PlaceOrderRequest(
+            user_id=user_id, user_currency=user_currency, address=address, email=email, credit_card=card
+        )
+        response = await self._call("PlaceOrder", request, timeout=max(self.timeout, PLACE_ORDER_TIMEOUT))
+        return response.order

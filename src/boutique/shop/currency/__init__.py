@@ -1,0 +1,1 @@
+"""currency: converts Money between the ECB reference currencies through the euro."""

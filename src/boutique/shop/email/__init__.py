@@ -1,0 +1,1 @@
+"""email: renders order confirmations and "sends" them (a log line, an in-memory outbox, optional files)."""

@@ -1,0 +1,47 @@
+"""Builds the frontend's Starlette application: routes, middleware and error handlers."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from boutique.shop.errors import ShopError
+from boutique.shop.frontend.clients import FrontendClients
+from boutique.shop.frontend.failures import ErrorPages, PageError
+from boutique.shop.frontend.middleware import GuardMiddleware, ServedByMiddleware
+from boutique.shop.frontend.pages import Pages
+from boutique.shop.frontend.rendering import Renderer
+from boutique.shop.frontend.session import SessionMiddleware
+from boutique.shop.frontend.settings import FrontendSettings
+
+
+def create_app(clients: FrontendClients, settings: FrontendSettings) -> Starlette:
+    """The shop web site over these clients; the caller owns the clients and closes them."""
+    renderer = Renderer(settings)
+    pages = Pages(clients, settings, renderer)
+    errors = ErrorPages(renderer, settings)
+    routes = [
+        Route("/", pages.home, methods=["GET"], name="home"),
+        Route("/product/{product_id}", pages.product, methods=["GET"], name="product"),
+        Route("/cart", pages.cart, methods=["GET", "POST"], name="cart"),
+        Route("/cart/empty", pages.empty_cart, methods=["POST"], name="empty_cart"),
+        Route("/cart/checkout", pages.checkout, methods=["POST"], name="checkout"),
+        Route("/setCurrency", pages.set_currency, methods=["POST"], name="set_currency"),
+        Route("/logout", pages.logout, methods=["GET"], name="logout"),
+        Route("/_healthz", pages.healthz, methods=["GET"], name="healthz"),
+        Mount("/static", app=StaticFiles(packages=[("boutique.shop.frontend", "static")]), name="static"),
+    ]
+    middleware = [
+        Middleware(ServedByMiddleware, instance_id=settings.instance_id),
+        Middleware(SessionMiddleware),
+        Middleware(GuardMiddleware, handler=errors.unexpected),
+    ]
+    handlers = {
+        HTTPException: errors.http_error,
+        PageError: errors.page_error,
+        ShopError: errors.shop_error,
+    }
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)

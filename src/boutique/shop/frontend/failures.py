@@ -1,0 +1,173 @@
+"""Error pages: the exceptions handlers raise, their status codes, trace ids, and one log line each."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+
+from boutique.shop.errors import FailedPrecondition, NotFound, ShopError, Unavailable
+from boutique.shop.frontend.rendering import Renderer
+from boutique.shop.frontend.settings import FrontendSettings
+
+log = logging.getLogger(__name__)
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+_SERVICES = ("productcatalog", "currency", "cart", "recommendation", "shipping", "checkout", "ad")
+
+_HTTP_TITLES = {
+    400: (
+        "Malformed request",
+        "The browser sent something the shop could not read. Reload the page and try again.",
+    ),
+    404: ("Page not found", "There is nothing at this address. Head back to the shop and browse from there."),
+    405: (
+        "Method not allowed",
+        "This address does not accept that kind of request. Use the links and buttons on the site.",
+    ),
+    413: ("Request too large", "The form sent was larger than the shop accepts. Send a shorter form."),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing to fix: the form field (or part of the request) and what is wrong with it."""
+
+    field: str
+    message: str
+
+
+class PageError(Exception):
+    """A request answered with an error page: HTTP status, a title, a hint and the problems to fix."""
+
+    def __init__(self, status: int, title: str, hint: str = "", problems: Sequence[Problem] = ()) -> None:
+        super().__init__(f"{status} {title}")
+        self.status = status
+        self.title = title
+        self.hint = hint
+        self.problems = list(problems)
+
+
+def trace_id_of(request: Request) -> str:
+    """The trace id of an incoming W3C `traceparent`, else a fresh 32-hex id; stable per request."""
+    cached = getattr(request.state, "trace_id", None)
+    if isinstance(cached, str):
+        return cached
+    match = _TRACEPARENT.match(request.headers.get("traceparent", "").strip())
+    valid = (
+        match is not None
+        and match.group(1) != "ff"
+        and match.group(2) != "0" * 32
+        and match.group(3) != "0" * 16
+    )
+    trace_id = match.group(2) if valid and match is not None else secrets.token_hex(16)
+    request.state.trace_id = trace_id
+    return trace_id
+
+
+def failing_service(error: ShopError) -> str:
+    """The dependency named at the start of a client error message ('cart: ...'), or ''."""
+    name = str(error).split(":", 1)[0].strip()
+    return name if name in _SERVICES else ""
+
+
+class ErrorPages:
+    """Turns every failure into an error page (never a traceback) and logs it as one JSON line."""
+
+    def __init__(self, renderer: Renderer, settings: FrontendSettings) -> None:
+        self.renderer = renderer
+        self.settings = settings
+
+    async def page_error(self, request: Request, exc: Exception) -> Response:
+        """A failure the handler described itself: bad input, unknown product, payment declined."""
+        assert isinstance(exc, PageError)
+        self._log(request, exc.status, exc.title, problems=exc.problems)
+        return self.render(request, exc.status, exc.title, exc.hint, exc.problems)
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        """Routing and protocol failures raised by Starlette: 404, 405, 400, 413."""
+        assert isinstance(exc, HTTPException)
+        title, hint = _HTTP_TITLES.get(exc.status_code, (exc.detail, ""))
+        problems = [Problem("request", exc.detail)] if exc.status_code == 400 and exc.detail else []
+        self._log(request, exc.status_code, title, problems=problems)
+        return self.render(request, exc.status_code, title, hint, problems, headers=exc.headers)
+
+    async def shop_error(self, request: Request, exc: Exception) -> Response:
+        """A dependency failed: 503 when it is down, 502 when it answered with something unusable."""
+        assert isinstance(exc, ShopError)
+        service = failing_service(exc)
+        who = f"the {service} service" if service else "a service the shop depends on"
+        if isinstance(exc, Unavailable | FailedPrecondition):
+            status, title = 503, "Service unavailable"
+            hint = f"The shop could not reach {who}. Wait a moment and try again."
+        elif isinstance(exc, NotFound):
+            status, title = 404, "Not found"
+            hint = f"{who.capitalize()} does not know what was asked for. Head back to the shop."
+        else:
+            status, title = 502, "Bad gateway"
+            hint = f"{who.capitalize()} gave an answer the shop could not use. Try again later."
+        trace_id = trace_id_of(request)
+        self._log(request, status, title, error=str(exc), trace_id=trace_id)
+        return self.render(request, status, title, hint, trace_id=trace_id)
+
+    async def unexpected(self, request: Request, exc: Exception) -> Response:
+        """Anything else: log it with its traceback, answer 500 with a reference id and no details."""
+        trace_id = trace_id_of(request)
+        log.error(
+            "request failed",
+            exc_info=exc,
+            extra={"status": 500, "method": request.method, "path": request.url.path, "trace_id": trace_id},
+        )
+        hint = "Something went wrong on our side. Try again; if it keeps happening, quote the trace id."
+        try:
+            return self.render(request, 500, "Internal error", hint, trace_id=trace_id)
+        except Exception:  # the error page itself failed: answer without templates
+            log.exception("error page failed", extra={"trace_id": trace_id})
+            return PlainTextResponse(f"internal error (trace id {trace_id})", status_code=500)
+
+    def render(
+        self,
+        request: Request,
+        status: int,
+        title: str,
+        hint: str,
+        problems: Sequence[Problem] = (),
+        trace_id: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> HTMLResponse:
+        """The error page: status, title, what to fix, and a linked trace id for dependency failures."""
+        context = {
+            "status": status,
+            "title": title,
+            "hint": hint,
+            "problems": list(problems),
+            "trace_id": trace_id,
+            "trace_url": self.settings.trace_url(trace_id) if trace_id else "",
+        }
+        return self.renderer.page(request, "error.html", context, status=status, headers=headers)
+
+    def _log(
+        self,
+        request: Request,
+        status: int,
+        title: str,
+        problems: Sequence[Problem] = (),
+        error: str = "",
+        trace_id: str = "",
+    ) -> None:
+        """One JSON line per failed request; messages name fields, never the values sent."""
+        extra: dict[str, object] = {"status": status, "method": request.method, "path": request.url.path}
+        if problems:
+            extra["problems"] = [f"{p.field}: {p.message}" for p in problems]
+        if error:
+            extra["error"] = error
+        if trace_id:
+            extra["trace_id"] = trace_id
+        level = logging.ERROR if status >= 500 else logging.WARNING
+        log.log(level, f"request failed: {title}", extra=extra)

@@ -1,0 +1,1 @@
+"""loadgen: simulated shoppers against the frontend (Locust, headless, in a child process)."""

@@ -1,0 +1,129 @@
+"""A simulated shopper for Locust: Online Boutique's task mix against the frontend's routes.
+
+Run by `boutique load` (see runner.py) in a child process. The wait between tasks comes from
+LOADGEN_WAIT_MIN / LOADGEN_WAIT_MAX (seconds, default 1-10). Requests are named by route template,
+so the stats table has one row per route however many products there are.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import random
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import gevent
+from locust import HttpUser, events, task
+from locust.env import Environment
+
+CATALOG_PACKAGE = "boutique.shop.productcatalog"
+CURRENCIES = ("EUR", "USD", "JPY", "CAD", "GBP", "TRY")
+PRODUCT_ROUTE = "/product/[id]"
+SHOPPER_EMAIL = "someone@example.com"
+TEST_CARD_NUMBER = "4432-8015-6152-0454"
+TEST_CARD_CVV = "672"
+PARENT_PID_VARIABLE = "LOADGEN_PARENT_PID"
+
+
+@cache
+def catalog_ids() -> tuple[str, ...]:
+    """The product ids of the catalog shipped with the productcatalog package."""
+    text = resources.files(CATALOG_PACKAGE).joinpath("products.json").read_text(encoding="utf-8")
+    return tuple(item["id"] for item in json.loads(text)["products"])
+
+
+def wait_range(environ: Mapping[str, str]) -> tuple[float, float]:
+    """Seconds between tasks from LOADGEN_WAIT_MIN / LOADGEN_WAIT_MAX (default 1 and 10)."""
+    low = float(environ.get("LOADGEN_WAIT_MIN") or 1.0)
+    high = float(environ.get("LOADGEN_WAIT_MAX") or 10.0)
+    if not 0 <= low <= high:
+        raise ValueError(f"LOADGEN_WAIT_MIN/MAX must satisfy 0 <= min <= max, not {low:g}-{high:g}")
+    return low, high
+
+
+def checkout_form() -> dict[str, str]:
+    """The checkout form a shopper submits: a sample address and the valid test Visa card."""
+    return {
+        "email": SHOPPER_EMAIL,
+        "street_address": "221 Harbour Road",
+        "zip_code": "94107",
+        "city": "San Francisco",
+        "state": "CA",
+        "country": "United States",
+        "credit_card_number": TEST_CARD_NUMBER,
+        "credit_card_expiration_month": "1",
+        "credit_card_expiration_year": str(datetime.date.today().year + 1),
+        "credit_card_cvv": TEST_CARD_CVV,
+    }
+
+
+class Shopper(HttpUser):
+    """One shopper: mostly browses, sometimes changes currency, fills the cart and checks out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wait_min, self.wait_max = wait_range(os.environ)
+
+    def wait_time(self) -> float:
+        """A random pause between tasks, within the configured range."""
+        return random.uniform(self.wait_min, self.wait_max)
+
+    def on_start(self) -> None:
+        """Land on the home page first, which hands out the session cookie."""
+        self.index()
+
+    @task(1)
+    def index(self) -> None:
+        """The home page."""
+        self.client.get("/")
+
+    @task(2)
+    def set_currency(self) -> None:
+        """Pick a display currency."""
+        self.client.post("/setCurrency", data={"currency_code": random.choice(CURRENCIES)})
+
+    @task(10)
+    def browse_product(self) -> None:
+        """Look at one product."""
+        self._view_product(random.choice(catalog_ids()))
+
+    @task(2)
+    def add_to_cart(self) -> None:
+        """Look at a product, then put 1-10 of it in the cart."""
+        product_id = random.choice(catalog_ids())
+        self._view_product(product_id)
+        self.client.post("/cart", data={"product_id": product_id, "quantity": str(random.randint(1, 10))})
+
+    @task(3)
+    def view_cart(self) -> None:
+        """The cart page."""
+        self.client.get("/cart")
+
+    @task(1)
+    def checkout(self) -> None:
+        """Add something to the cart, then place the order."""
+        self.add_to_cart()
+        self.client.post("/cart/checkout", data=checkout_form())
+
+    def _view_product(self, product_id: str) -> None:
+        self.client.get(f"/product/{product_id}", name=PRODUCT_ROUTE)
+
+
+@events.init.add_listener
+def _stop_when_orphaned(environment: Environment, **_kwargs: Any) -> None:
+    """Quit if the `boutique load` process that started us goes away, even if it was killed hard."""
+    expected = os.environ.get(PARENT_PID_VARIABLE)
+    if not expected or environment.runner is None:
+        return
+    runner = environment.runner
+
+    def watch() -> None:
+        while str(os.getppid()) == expected:
+            gevent.sleep(1.0)
+        runner.quit()
+
+    gevent.spawn(watch)

@@ -1,0 +1,153 @@
+"""The payment domain logic: card checks (Luhn, brand, length, expiry, CVV) and charges.
+
+The card number never leaves this module except as its brand and last four digits, and
+error messages never quote it, so neither logs nor callers' error pages can leak it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from boutique.shop import money
+from boutique.shop.errors import InvalidArgument
+from boutique.shop.proto import demo_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+VISA = "VISA"
+MASTERCARD = "Mastercard"
+UNKNOWN = "unknown card type"
+ACCEPTED_LENGTHS = {VISA: (13, 16, 19), MASTERCARD: (16,)}
+MAX_NUMBER_LENGTH = 19
+MAX_CVV = 9999
+_SEPARATORS = re.compile(r"[ -]")
+_CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+
+
+@dataclass(frozen=True)
+class Card:
+    """A credit card as the shopper typed it; the number and CVV are kept out of repr."""
+
+    number: str = field(repr=False)
+    cvv: int = field(repr=False)
+    expiration_year: int
+    expiration_month: int
+
+
+def utc_today() -> date:
+    """Today's date in UTC, the clock card expiry is judged by."""
+    return datetime.now(UTC).date()
+
+
+def luhn_valid(digits: str) -> bool:
+    """True when the digits pass the Luhn (mod 10) check."""
+    checksum = 0
+    for position, char in enumerate(reversed(digits)):
+        digit = int(char)
+        if position % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        checksum += digit
+    return checksum % 10 == 0
+
+
+def _prefix_in(digits: str, length: int, low: int, high: int) -> bool:
+    """True when the first `length` digits, as a number, lie in low..high."""
+    return len(digits) >= length and low <= int(digits[:length]) <= high
+
+
+def card_type(digits: str) -> str:
+    """The card brand the number's prefix names (issuer identification ranges), or UNKNOWN."""
+    if digits.startswith("4"):
+        return VISA
+    if _prefix_in(digits, 2, 51, 55) or _prefix_in(digits, 4, 2221, 2720):
+        return MASTERCARD
+    if _prefix_in(digits, 2, 34, 34) or _prefix_in(digits, 2, 37, 37):
+        return "American Express"
+    if (
+        digits.startswith(("6011", "65"))
+        or _prefix_in(digits, 3, 644, 649)
+        or _prefix_in(digits, 6, 622126, 622925)
+    ):
+        return "Discover"
+    if _prefix_in(digits, 4, 3528, 3589):
+        return "JCB"
+    if _prefix_in(digits, 3, 300, 305) or digits.startswith(("3095", "36", "38", "39")):
+        return "Diners Club"
+    return UNKNOWN
+
+
+def card_digits(number: str) -> str:
+    """The number without spaces and dashes; InvalidArgument unless it is then 1..19 digits."""
+    digits = _SEPARATORS.sub("", number)
+    if not digits:
+        raise InvalidArgument("credit card number is empty")
+    if not digits.isascii() or not digits.isdigit():
+        raise InvalidArgument("credit card number may hold only digits, spaces and dashes")
+    if len(digits) > MAX_NUMBER_LENGTH:
+        raise InvalidArgument(f"credit card number longer than {MAX_NUMBER_LENGTH} digits")
+    return digits
+
+
+def check_card(card: Card, today: date) -> tuple[str, str]:
+    """Validate the card; returns its brand and digits, or raises InvalidArgument saying what to fix."""
+    digits = card_digits(card.number)
+    if not luhn_valid(digits):
+        raise InvalidArgument("credit card number is not valid (Luhn check failed): check for typos")
+    brand = card_type(digits)
+    if brand == UNKNOWN:
+        raise InvalidArgument("unknown card type: only VISA and Mastercard are accepted")
+    if brand not in ACCEPTED_LENGTHS:
+        raise InvalidArgument(f"{brand} cards are not accepted: only VISA and Mastercard")
+    lengths = ACCEPTED_LENGTHS[brand]
+    if len(digits) not in lengths:
+        allowed = " or ".join(str(n) for n in lengths)
+        raise InvalidArgument(f"{brand} card numbers have {allowed} digits, not {len(digits)}")
+    if not 1 <= card.expiration_month <= 12:
+        raise InvalidArgument(f"expiration month {card.expiration_month} must be 1 to 12")
+    if card.expiration_year * 12 + card.expiration_month < today.year * 12 + today.month:
+        raise InvalidArgument(f"card expired {card.expiration_month:02d}/{card.expiration_year}")
+    if not 0 <= card.cvv <= MAX_CVV:
+        raise InvalidArgument(f"CVV must be 0 to {MAX_CVV}")
+    return brand, digits
+
+
+def check_amount(amount: pb.Money) -> None:
+    """InvalidArgument unless the amount is a valid, non-negative Money with a 3-letter code."""
+    money.validate(amount)
+    if not _CURRENCY_CODE.fullmatch(amount.currency_code):
+        raise InvalidArgument(f"amount currency code {amount.currency_code!r} is not three capital letters")
+    if amount.units < 0 or amount.nanos < 0:
+        raise InvalidArgument("amount must not be negative")
+
+
+class PaymentService:
+    """Charges valid VISA and Mastercard cards; `today` gives the date card expiry is judged by."""
+
+    def __init__(self, today: Callable[[], date] = utc_today) -> None:
+        self.today = today
+
+    async def charge(self, amount: pb.Money, card: Card) -> str:
+        """Validate amount and card, then return a fresh transaction id."""
+        try:
+            check_amount(amount)
+            brand, digits = check_card(card, self.today())
+        except InvalidArgument as exc:
+            log.info("charge declined", extra={"reason": str(exc)})
+            raise
+        transaction_id = str(uuid.uuid4())
+        log.info(
+            "charge accepted",
+            extra={
+                "card_type": brand,
+                "card_last_four": digits[-4:],
+                "amount": str(money.to_decimal(amount)),
+                "currency": amount.currency_code,
+                "transaction_id": transaction_id,
+            },
+        )
+        return transaction_id

@@ -1,0 +1,1 @@
+"""recommendation: suggests catalog products the shopper is not already looking at."""

@@ -1,0 +1,1 @@
+"""shipping: quotes a flat shipping cost and issues tracking ids for shipped orders."""

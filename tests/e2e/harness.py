@@ -1,0 +1,94 @@
+"""Start `boutique up` as a real process, the way a person does, and wait until it reports ready."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from boutique.run.ports import free_port
+
+READY_LINE = "Boutique is up"
+
+
+@dataclass
+class Up:
+    """A running `boutique up` and what it printed."""
+
+    process: subprocess.Popen[str]
+    data_dir: Path
+    url: str
+    output: list[str] = field(default_factory=list)
+
+    def state(self) -> dict:
+        """The parsed up.json state file."""
+        return json.loads((self.data_dir / "up.json").read_text())
+
+    def descendants(self) -> list[psutil.Process]:
+        """Every process started under this `up` (children, grandchildren)."""
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def text(self) -> str:
+        """Everything printed so far."""
+        return "".join(self.output)
+
+    def stop(self, timeout: float = 40.0) -> int:
+        """SIGINT (what Ctrl-C sends), then wait; kills the group if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_up(data_dir: Path, *extra: str, timeout: float = 120.0) -> Up:
+    """Run `boutique up --plain --no-load` on a free frontend port; return once it says it is up."""
+    port = free_port()
+    command = [sys.executable, "-m", "boutique.cli", "up", "--plain", "--frontend-port", str(port)]
+    command += ["--data-dir", str(data_dir), *extra]
+    if "--load" not in extra:
+        command.append("--no-load")
+    else:
+        command.remove("--load")
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    up = Up(process, data_dir, f"http://127.0.0.1:{port}")
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            up.output.append(line)
+            if READY_LINE in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.is_set() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    if not ready.is_set():
+        up.stop()
+        raise AssertionError(f"boutique up did not get ready:\n{up.text()[-4000:]}")
+    return up
+
+
+def read_logs(data_dir: Path) -> dict[str, str]:
+    """Every process log under the data directory, by file name."""
+    return {path.name: path.read_text(errors="replace") for path in sorted((data_dir / "logs").glob("*.log"))}

@@ -1,0 +1,40 @@
+"""The process plan of `boutique up`: replicas, ports and the address variables it hands out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from boutique.mesh import StaticEndpoints
+from boutique.run.plan import UpOptions, build_plan, parse_replicas
+
+
+def test_parse_replicas_accepts_counts_and_names_bad_entries() -> None:
+    assert parse_replicas("cart=3, currency=2") == {"cart": 3, "currency": 2}
+    assert parse_replicas("") == {}
+    for bad, word in [("cart", "service=count"), ("cart=x", "service=count"), ("nosuch=2", "nosuch"),
+                      ("cart=0", "1..16"), ("cart=99", "1..16"), ("loadgen=2", "loadgen")]:  # fmt: skip
+        with pytest.raises(ValueError, match=word):
+            parse_replicas(bad)
+
+
+def test_plan_lists_every_replica_in_the_address_variables(tmp_path: Path) -> None:
+    plans = build_plan(UpOptions(data_dir=tmp_path, frontend_port=18080, replicas={"cart": 3, "frontend": 2}))
+    carts = [p for p in plans if p.service == "cart"]
+    assert [p.instance for p in carts] == ["cart-0", "cart-1", "cart-2"]
+    assert len({p.port for p in plans if p.port}) == len([p for p in plans if p.port]), "ports must be distinct"
+    frontends = [p for p in plans if p.service == "frontend"]
+    assert frontends[0].port == 18080 and frontends[1].port != 18080
+    checkout = next(p for p in plans if p.service == "checkout")
+    endpoints = StaticEndpoints.parse(checkout.env["CART_SERVICE_ADDR"])
+    assert list(endpoints.addresses) == [p.address for p in carts]
+    assert plans[-1].service == "loadgen"
+    assert plans[-1].env["FRONTEND_URL"] == "http://127.0.0.1:18080"
+    assert all(p.env["BIND_HOST"] == "127.0.0.1" for p in plans)
+
+
+def test_no_load_leaves_the_load_generator_out(tmp_path: Path) -> None:
+    plans = build_plan(UpOptions(data_dir=tmp_path, load=False))
+    assert "loadgen" not in {p.service for p in plans}
+    assert len(plans) == 10

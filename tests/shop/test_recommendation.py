@@ -1,0 +1,106 @@
+"""Recommendations over real gRPC against a real in-process catalog, and with the catalog down."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from boutique.shop.errors import InvalidArgument, Unavailable
+from boutique.shop.productcatalog import server as catalog_server
+from boutique.shop.productcatalog.client import CatalogClient
+from boutique.shop.productcatalog.service import load_products
+from boutique.shop.recommendation.client import RecommendationClient
+from boutique.shop.recommendation.server import bindings
+from tests.support import serving
+
+CATALOG_IDS = [p.id for p in load_products()]
+
+
+@pytest.fixture
+async def recommendation():
+    async with serving("productcatalog", catalog_server.bindings()) as catalog_endpoints:
+        catalog = CatalogClient(catalog_endpoints)
+        async with serving("recommendation", bindings(catalog)) as endpoints:
+            client = RecommendationClient(endpoints)
+            yield client
+            await client.close()
+        await catalog.close()
+
+
+async def test_recommends_up_to_five_catalog_products_never_the_requested(
+    recommendation: RecommendationClient,
+) -> None:
+    requested = CATALOG_IDS[:3]
+    seen: set[str] = set()
+    for _ in range(30):
+        ids = await recommendation.list_recommendations("user-1", requested)
+        assert len(ids) == 5
+        assert len(set(ids)) == 5
+        assert not set(ids) & set(requested)
+        assert set(ids) <= set(CATALOG_IDS)
+        seen |= set(ids)
+    assert seen == set(CATALOG_IDS) - set(requested)  # random, so every other product shows up
+
+
+async def test_fewer_than_five_left(recommendation: RecommendationClient) -> None:
+    requested = CATALOG_IDS[:6]
+    ids = await recommendation.list_recommendations("user-1", requested)
+    assert sorted(ids) == sorted(CATALOG_IDS[6:])
+    assert await recommendation.list_recommendations("user-1", CATALOG_IDS) == []
+
+
+async def test_no_ids_and_unknown_ids(recommendation: RecommendationClient) -> None:
+    ids = await recommendation.list_recommendations("", ["NOT-A-PRODUCT"])
+    assert len(ids) == 5 and set(ids) <= set(CATALOG_IDS)
+
+
+@pytest.mark.parametrize(
+    ("user_id", "product_ids", "message"),
+    [
+        ("u" * 129, [], "user_id"),
+        ("user-1", ["X"] * 51, "product_ids"),
+        ("user-1", ["P" * 65], "product id"),
+    ],
+)
+async def test_oversized_requests_are_invalid_argument(
+    recommendation: RecommendationClient, user_id: str, product_ids: list[str], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        await recommendation.list_recommendations(user_id, product_ids)
+
+
+async def test_limits_themselves_are_accepted(recommendation: RecommendationClient) -> None:
+    ids = await recommendation.list_recommendations("u" * 128, ["P" * 64] * 50)
+    assert len(ids) == 5
+
+
+async def test_catalog_down_is_unavailable_and_server_keeps_serving() -> None:
+    async with serving("productcatalog", catalog_server.bindings()) as catalog_endpoints:
+        pass  # the catalog is stopped from here on; its address now refuses connections
+    catalog = CatalogClient(catalog_endpoints, timeout=2.0)
+    async with serving("recommendation", bindings(catalog)) as endpoints:
+        client = RecommendationClient(endpoints)
+        for _ in range(2):
+            with pytest.raises(Unavailable, match="productcatalog"):
+                await client.list_recommendations("user-1", [])
+        with pytest.raises(InvalidArgument):
+            await client.list_recommendations("u" * 200, [])
+        async with grpc.aio.insecure_channel(endpoints.addresses[0]) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        await client.close()
+    await catalog.close()
+
+
+async def test_malformed_protobuf_is_invalid_argument_and_server_survives(
+    recommendation: RecommendationClient,
+) -> None:
+    address = recommendation.pool.endpoints.addresses[0]
+    async with grpc.aio.insecure_channel(address) as channel:
+        raw = channel.unary_unary("/hipstershop.RecommendationService/ListRecommendations")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await raw(b"\x12\xff\xff\xff\xff\xff", timeout=2)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(await recommendation.list_recommendations("user-1", [])) == 5
