@@ -67,12 +67,16 @@ def main() -> None:
         ups.append(took)
         rsses.append(rss)
         counts.append(count)
-        print(f"run {run + 1}: up {took:.2f}s, floor {floors[-1]:.2f}s, RSS {rss:.0f} MiB in {count} processes")
+        print(
+            f"run {run + 1}: up {took:.2f}s, floor {floors[-1]:.2f}s, RSS {rss:.0f} MiB in {count} processes"
+        )
     up, floor = statistics.median(ups), statistics.median(floors)
     print(f"boutique up --no-load: all {SERVICES} services SERVING in {up:.2f}s (median of {runs})")
     print(f"floor ({SERVICES} bare interpreters importing grpc + protos in parallel): {floor:.2f}s")
     print(f"ratio up/floor: {up / floor:.2f}")
-    print(f"total RSS: {statistics.median(rsses):.0f} MiB across {counts[-1]} processes (incl. the supervisor)")
+    print(
+        f"total RSS: {statistics.median(rsses):.0f} MiB across {counts[-1]} processes (incl. the supervisor)"
+    )
 
 
 if __name__ == "__main__":

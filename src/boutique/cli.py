@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,11 +25,12 @@ def _serve(args: argparse.Namespace) -> int:
 
         return runner.run_from_env()
     info = ProcessInfo.from_env(spec.name)
+    os.environ["BOUTIQUE_INSTANCE_ID"] = info.instance_id  # one id for logs, health and served-by
     configure_logging(spec.name, info.instance_id, args.log_level)
     entry = spec.entry_point()
     try:
         asyncio.run(entry())
-    except OSError as exc:
+    except (OSError, RuntimeError, ValueError) as exc:  # configuration and port problems: one clear line
         print(f"boutique serve {spec.name}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -62,7 +62,9 @@ def test_browse_add_change_currency_checkout(shop: Up) -> None:
             added = browser.post("/cart", data={"product_id": product_id, "quantity": "1"})
             assert added.status_code == 302 and added.headers["location"].endswith("/cart")
 
-        switched = browser.post("/setCurrency", data={"currency_code": "EUR"}, headers={"referer": f"{shop.url}/"})
+        switched = browser.post(
+            "/setCurrency", data={"currency_code": "EUR"}, headers={"referer": f"{shop.url}/"}
+        )
         assert switched.status_code == 302
         cart = browser.get("/cart")
         assert cart.status_code == 200 and "€" in cart.text
@@ -86,7 +88,9 @@ def test_browse_add_change_currency_checkout(shop: Up) -> None:
         form["credit_card_cvv"] = CVV
         order = browser.post("/cart/checkout", data=form)
         assert order.status_code == 200, order.text[-2000:]
-        assert re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", order.text), "no order id"
+        assert re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", order.text), (
+            "no order id"
+        )
         assert re.search(r"\b[A-Z]{2}-[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}\b", order.text), "no tracking id"
         assert _eur_shipping() in order.text
 

@@ -47,7 +47,9 @@ def test_json_formatter_emits_required_fields_and_extras() -> None:
     assert entry["timestamp"].endswith("+00:00")
 
 
-async def test_stop_reports_not_serving_and_lets_in_flight_calls_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_stop_reports_not_serving_and_lets_in_flight_calls_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("EXTRA_LATENCY", "400ms")
     server = GrpcServer(ProcessInfo("productcatalog", "pc-test"), bindings(), grace=3.0, drain_delay=0.3)
     port = await server.start()

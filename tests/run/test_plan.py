@@ -23,7 +23,9 @@ def test_plan_lists_every_replica_in_the_address_variables(tmp_path: Path) -> No
     plans = build_plan(UpOptions(data_dir=tmp_path, frontend_port=18080, replicas={"cart": 3, "frontend": 2}))
     carts = [p for p in plans if p.service == "cart"]
     assert [p.instance for p in carts] == ["cart-0", "cart-1", "cart-2"]
-    assert len({p.port for p in plans if p.port}) == len([p for p in plans if p.port]), "ports must be distinct"
+    assert len({p.port for p in plans if p.port}) == len([p for p in plans if p.port]), (
+        "ports must be distinct"
+    )
     frontends = [p for p in plans if p.service == "frontend"]
     assert frontends[0].port == 18080 and frontends[1].port != 18080
     checkout = next(p for p in plans if p.service == "checkout")

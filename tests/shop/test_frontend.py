@@ -70,6 +70,7 @@ async def shop(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Shop]:
     closers: list[Callable[[], object]] = []
 
     async def start(name: str, bindings: list) -> None:
+        """Serve one backend and point its address variable at it."""
         stack = AsyncExitStack()
         endpoints = await stack.enter_async_context(serving(name, bindings))
         stacks[name] = stack
@@ -409,6 +410,7 @@ async def test_body_over_64_kib_is_413(shop: Shop) -> None:
     assert response.status_code == 413 and "Request too large" in response.text
 
     async def chunks() -> AsyncIterator[bytes]:
+        """A body over the limit, sent without a Content-Length."""
         yield b"product_id=" + SUNGLASSES.encode() + b"&quantity=1&pad="
         for _ in range(70):
             yield b"y" * 1024

@@ -12,6 +12,7 @@ _NANO = Decimal("1e-9")
 _INT64_MAX = 2**63 - 1
 
 SYMBOLS = {"USD": "$", "EUR": "€", "CAD": "CA$", "JPY": "¥", "GBP": "£", "TRY": "₺"}
+NO_MINOR_UNITS = {"JPY", "KRW", "ISK", "HUF", "IDR"}  # shown without decimals, as people price in them
 
 
 def validate(money: pb.Money) -> None:
@@ -58,7 +59,8 @@ def multiply(money: pb.Money, factor: int) -> pb.Money:
 
 
 def display(money: pb.Money) -> str:
-    """Human form rounded to the cent, e.g. '€17.68' or 'CHF 20.10'."""
-    amount = to_decimal(money).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+    """Human form rounded to the cent (or the unit for yen and the like), e.g. '€17.68', 'CHF 20.10', '¥2,345'."""
+    step = Decimal(1) if money.currency_code in NO_MINOR_UNITS else Decimal("0.01")
+    amount = to_decimal(money).quantize(step, rounding=ROUND_HALF_EVEN)
     symbol = SYMBOLS.get(money.currency_code)
     return f"{symbol}{amount:,}" if symbol else f"{money.currency_code} {amount:,}"

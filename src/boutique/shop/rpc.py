@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-import grpc
 from google.protobuf.message import Message
 
 from boutique.mesh import ChannelPool, GrpcServer, ProcessInfo, ServiceBinding, StaticEndpoints

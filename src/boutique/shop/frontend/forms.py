@@ -87,6 +87,7 @@ async def _parse_multipart(headers: Headers, body: bytes, limit: int) -> dict[st
     """Decode multipart/form-data with text fields only (file uploads are refused)."""
 
     async def chunks() -> AsyncGenerator[bytes, None]:
+        """The already-read body as the parser's stream."""
         yield body
 
     parser = MultiPartParser(headers, chunks(), max_files=0, max_fields=MAX_FIELDS, max_part_size=limit)
@@ -195,6 +196,7 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def fail(self, name: str, message: str) -> None:
+        """Record a problem with one field."""
         self.problems.append(Problem(name, message))
 
     def text(self, name: str, label: str, max_length: int = MAX_TEXT) -> str:

@@ -22,11 +22,13 @@ class ServedByMiddleware:
         self.header = (SERVED_BY, instance_id.encode("latin-1", "replace"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; add the header to the response start."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
         async def send_stamped(message: Message) -> None:
+            """Forward a message, stamping the response start."""
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), self.header]}
             await send(message)
@@ -42,12 +44,14 @@ class GuardMiddleware:
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; on an uncaught exception answer with the handler's error page."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = False
 
         async def send_tracked(message: Message) -> None:
+            """Forward a message, noting whether the response has started."""
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True

@@ -45,7 +45,6 @@ class Renderer:
             "currency_note": "",
             "instance_id": self.settings.instance_id,
             "observatory_url": self.settings.observatory_url,
-            "path": request.url.path,
         }
         values.update(context)
         html = self.env.get_template(template).render(values)

@@ -48,7 +48,11 @@ async def serve() -> None:
     """Serve HTTP on BIND_HOST:PORT (default 127.0.0.1:8080) until SIGTERM or SIGINT."""
     settings = FrontendSettings.from_env()
     sock = bind(settings.host, settings.port)
-    clients = FrontendClients.from_env()
+    try:
+        clients = FrontendClients.from_env()
+    except BaseException:
+        sock.close()
+        raise
     config = uvicorn.Config(
         create_app(clients, settings),
         log_config=None,
@@ -62,6 +66,7 @@ async def serve() -> None:
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
+        """First signal: drain and stop; a second one: stop at once."""
         if server.should_exit:
             server.force_exit = True
         server.should_exit = True

@@ -77,6 +77,7 @@ class SessionMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the cookies into a Session; set the cookies it asks for on the response."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -85,6 +86,7 @@ class SessionMiddleware:
         quiet = str(scope.get("path", "")).startswith(NO_COOKIE_PATHS)
 
         async def send_with_cookies(message: Message) -> None:
+            """Forward a message, adding Set-Cookie headers to the response start."""
             if message["type"] == "http.response.start" and not quiet and session.outgoing:
                 headers = list(message.get("headers", []))
                 headers += [(b"set-cookie", set_cookie_header(k, v)) for k, v in session.outgoing.items()]
