@@ -36,7 +36,14 @@ def one_up() -> tuple[float, float, int]:
     """Start `boutique up --no-load`; return (seconds to all SERVING, total RSS MiB, process count)."""
     with tempfile.TemporaryDirectory() as data_dir:
         command = [sys.executable, "-m", "boutique.cli", "up", "--plain", "--no-load"]
-        command += ["--frontend-port", str(free_port()), "--data-dir", data_dir]
+        command += [
+            "--frontend-port",
+            str(free_port()),
+            "--registry-port",
+            str(free_port()),
+            "--data-dir",
+            data_dir,
+        ]
         began = time.perf_counter()
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert proc.stdout is not None

@@ -26,12 +26,29 @@ def _serve(args: argparse.Namespace) -> int:
         return runner.run_from_env()
     info = ProcessInfo.from_env(spec.name)
     os.environ["BOUTIQUE_INSTANCE_ID"] = info.instance_id  # one id for logs, health and served-by
+    os.environ["BOUTIQUE_SERVICE"] = spec.name
     configure_logging(spec.name, info.instance_id, args.log_level)
     entry = spec.entry_point()
     try:
         asyncio.run(entry())
     except (OSError, RuntimeError, ValueError) as exc:  # configuration and port problems: one clear line
         print(f"boutique serve {spec.name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> int:
+    """Run the embedded service registry in the foreground."""
+    from boutique.mesh.registry.server import serve_registry
+
+    configure_logging("registry", f"registry-{os.getpid()}", args.log_level)
+    token = args.token or os.environ.get("BOUTIQUE_REGISTRY_TOKEN") or None
+    try:
+        asyncio.run(serve_registry(args.host, args.port, token))
+    except (OSError, ValueError) as exc:
+        print(f"boutique registry: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
@@ -62,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=sorted(SERVICES), help="which service")
     serve.add_argument("--log-level", default="INFO", help="log level (default INFO)")
     serve.set_defaults(func=_serve)
+
+    registry = commands.add_parser("registry", help="run the embedded service registry (HTTP/JSON)")
+    registry.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    registry.add_argument("--port", type=int, default=7600, help="port (default 7600)")
+    registry.add_argument("--token", default="", help="bearer token; required when not on loopback")
+    registry.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+    registry.set_defaults(func=_registry)
 
     from boutique.run.options import add_arguments as add_up_arguments
 

@@ -56,7 +56,7 @@ def start_up(data_dir: Path, *extra: str, timeout: float = 120.0) -> Up:
     """Run `boutique up --plain --no-load` on a free frontend port; return once it says it is up."""
     port = free_port()
     command = [sys.executable, "-m", "boutique.cli", "up", "--plain", "--frontend-port", str(port)]
-    command += ["--data-dir", str(data_dir), *extra]
+    command += ["--data-dir", str(data_dir), "--registry-port", str(free_port()), *extra]
     if "--load" not in extra:
         command.append("--no-load")
     else:

@@ -144,9 +144,21 @@ def test_every_process_writes_json_logs(shop: Up) -> None:
 def test_data_dir_layout(shop: Up) -> None:
     state = shop.state()
     assert state["frontend_url"] == shop.url
-    assert {p["service"] for p in state["processes"]} == {
+    shop_services = {
         "productcatalog", "currency", "cart", "shipping", "payment", "email",
         "recommendation", "ad", "checkout", "frontend",
     }  # fmt: skip
+    assert {p["service"] for p in state["processes"]} == shop_services | {"registry"}
     assert all(p["state"] == "SERVING" for p in state["processes"])
     assert all(Path(p["log"]).exists() for p in state["processes"])
+
+    registry = next(p["address"] for p in state["processes"] if p["service"] == "registry")
+    listed = httpx.get(f"http://{registry}/v1/services", timeout=5).json()["services"]
+    assert set(listed) == shop_services, "every service registers itself"
+    for service, instances in listed.items():
+        (instance,) = instances
+        assert instance["id"] == f"{service}-0"
+        assert {"pid", "started_at", "version"} <= instance["metadata"].keys()
+        assert "metrics" in instance["ports"]
+        metrics = httpx.get(f"http://{instance['address']}:{instance['ports']['metrics']}/metrics", timeout=5)
+        assert metrics.status_code == 200 and "boutique_mesh" in metrics.text

@@ -20,7 +20,10 @@ def test_parse_replicas_accepts_counts_and_names_bad_entries() -> None:
 
 
 def test_plan_lists_every_replica_in_the_address_variables(tmp_path: Path) -> None:
-    plans = build_plan(UpOptions(data_dir=tmp_path, frontend_port=18080, replicas={"cart": 3, "frontend": 2}))
+    options = UpOptions(
+        data_dir=tmp_path, frontend_port=18080, replicas={"cart": 3, "frontend": 2}, discovery="static"
+    )
+    plans = build_plan(options)
     carts = [p for p in plans if p.service == "cart"]
     assert [p.instance for p in carts] == ["cart-0", "cart-1", "cart-2"]
     assert len({p.port for p in plans if p.port}) == len([p for p in plans if p.port]), (
@@ -39,4 +42,14 @@ def test_plan_lists_every_replica_in_the_address_variables(tmp_path: Path) -> No
 def test_no_load_leaves_the_load_generator_out(tmp_path: Path) -> None:
     plans = build_plan(UpOptions(data_dir=tmp_path, load=False))
     assert "loadgen" not in {p.service for p in plans}
-    assert len(plans) == 10
+    assert len(plans) == 11  # the registry and ten services
+
+
+def test_registry_discovery_starts_the_registry_first_and_pins_nothing(tmp_path: Path) -> None:
+    plans = build_plan(UpOptions(data_dir=tmp_path, registry_port=17600, replicas={"cart": 2}))
+    assert plans[0].kind == "registry" and plans[0].port == 17600
+    assert plans[0].argv[-3:] == ["registry", "--port", "17600"]
+    for plan in plans:
+        assert plan.env["BOUTIQUE_REGISTRY_URL"] == "http://127.0.0.1:17600"
+        assert plan.env["BOUTIQUE_DISCOVERY"] == "registry"
+        assert not any(key.endswith("_SERVICE_ADDR") for key in plan.env)

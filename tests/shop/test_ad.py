@@ -95,7 +95,7 @@ async def test_limits_themselves_are_accepted(ads: AdClient) -> None:
 
 
 async def test_malformed_protobuf_is_invalid_argument_and_server_survives(ads: AdClient) -> None:
-    address = ads.pool.endpoints.addresses[0]
+    address = ads.endpoints.addresses[0]
     async with grpc.aio.insecure_channel(address) as channel:
         raw = channel.unary_unary("/hipstershop.AdService/GetAds")
         with pytest.raises(grpc.aio.AioRpcError) as info:

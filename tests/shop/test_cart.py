@@ -168,7 +168,7 @@ async def test_a_line_is_capped_at_99(cart: CartClient) -> None:
 
 
 async def test_malformed_protobuf_is_invalid_argument_and_server_survives(cart: CartClient) -> None:
-    address = cart.pool.endpoints.addresses[0]
+    address = cart.endpoints.addresses[0]
     async with grpc.aio.insecure_channel(address) as channel:
         raw = channel.unary_unary(f"/{CART_SERVICE}/AddItem")
         with pytest.raises(grpc.aio.AioRpcError) as info:

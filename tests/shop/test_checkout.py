@@ -82,8 +82,8 @@ class RecordingPayment(PaymentService):
         super().__init__()
         self.charged: list[pb.Money] = []
 
-    async def charge(self, amount: pb.Money, card: Card) -> str:
-        transaction_id = await super().charge(amount, card)
+    async def charge(self, amount: pb.Money, card: Card, idempotency_key: str | None = None) -> str:
+        transaction_id = await super().charge(amount, card, idempotency_key)
         self.charged.append(amount)
         return transaction_id
 
@@ -220,7 +220,7 @@ async def test_declined_card_keeps_the_cart_and_ships_nothing(shop: Shop) -> Non
 
 async def test_declined_card_is_invalid_argument_on_the_wire(shop: Shop) -> None:
     await shop.fill_cart()
-    address_ = shop.checkout.pool.endpoints.addresses[0]
+    address_ = shop.checkout.endpoints.addresses[0]
     request = pb.PlaceOrderRequest(
         user_id=USER, user_currency="EUR", address=address(), email=EMAIL, credit_card=card(BAD_LUHN)
     )
@@ -265,7 +265,7 @@ async def test_each_invalid_field_is_named(shop: Shop, changes: dict[str, object
 async def test_missing_card_on_the_wire(shop: Shop) -> None:
     await shop.fill_cart()
     request = pb.PlaceOrderRequest(user_id=USER, user_currency="EUR", address=address(), email=EMAIL)
-    async with grpc.aio.insecure_channel(shop.checkout.pool.endpoints.addresses[0]) as channel:
+    async with grpc.aio.insecure_channel(shop.checkout.endpoints.addresses[0]) as channel:
         raw = channel.unary_unary("/hipstershop.CheckoutService/PlaceOrder")
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await raw(request.SerializeToString(), timeout=10)
@@ -309,7 +309,7 @@ async def test_catalog_down_is_unavailable_naming_it(shop: Shop) -> None:
 
 
 async def test_malformed_protobuf_is_invalid_argument_and_server_survives(shop: Shop) -> None:
-    async with grpc.aio.insecure_channel(shop.checkout.pool.endpoints.addresses[0]) as channel:
+    async with grpc.aio.insecure_channel(shop.checkout.endpoints.addresses[0]) as channel:
         raw = channel.unary_unary("/hipstershop.CheckoutService/PlaceOrder")
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await raw(b"\x0a\xff\xff\xff\xff\xff", timeout=2)

@@ -150,7 +150,7 @@ async def test_too_large_a_result_is_invalid(currency: CurrencyClient) -> None:
 
 
 async def test_malformed_protobuf_is_invalid_argument_and_server_survives(currency: CurrencyClient) -> None:
-    address = currency.pool.endpoints.addresses[0]
+    address = currency.endpoints.addresses[0]
     async with grpc.aio.insecure_channel(address) as channel:
         raw = channel.unary_unary("/hipstershop.CurrencyService/Convert")
         with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -155,7 +155,7 @@ async def test_memory_outbox_keeps_the_last_hundred() -> None:
 async def test_malformed_protobuf_is_invalid_argument_and_server_survives(
     email: EmailClient, service: EmailService
 ) -> None:
-    address = email.pool.endpoints.addresses[0]
+    address = email.endpoints.addresses[0]
     async with grpc.aio.insecure_channel(address) as channel:
         raw = channel.unary_unary("/hipstershop.EmailService/SendOrderConfirmation")
         with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -21,6 +21,7 @@ import pytest
 from boutique.mesh.logs import JsonFormatter
 from boutique.shop import money
 from boutique.shop.ad import server as ad_server
+from boutique.shop.ad.client import HOUSE_AD
 from boutique.shop.cart import server as cart_server
 from boutique.shop.checkout import server as checkout_server
 from boutique.shop.currency import server as currency_server
@@ -32,6 +33,7 @@ from boutique.shop.productcatalog import server as catalog_server
 from boutique.shop.productcatalog.client import CatalogClient
 from boutique.shop.productcatalog.service import load_products
 from boutique.shop.recommendation import server as recommendation_server
+from boutique.shop.recommendation.client import FEATURED
 from boutique.shop.services import SERVICES
 from boutique.shop.shipping import server as shipping_server
 from tests.support import serving
@@ -507,13 +509,15 @@ async def test_health_and_static_files(shop: Shop) -> None:
     assert missing.status_code == 404
 
 
-async def test_recommendations_and_ads_are_optional(shop: Shop) -> None:
+async def test_recommendations_and_ads_fall_back_when_down(shop: Shop) -> None:
     await shop.stop("recommendation")
     await shop.stop("ad")
     page = await shop.http.get(f"/product/{WATCH}")
     assert page.status_code == 200
     assert "Meridian Watch" in page.text and "$109.99" in page.text
-    assert "data-recommendation" not in page.text and 'class="ad"' not in page.text
+    shown = re.findall(r'data-recommendation="([^"]+)"', page.text)
+    assert shown and set(shown) <= set(FEATURED) - {WATCH}, "featured products stand in for recommendations"
+    assert HOUSE_AD.text in page.text
     assert (await shop.http.get("/")).status_code == 200
 
 
@@ -548,7 +552,9 @@ async def test_cart_down_is_503_with_a_trace_id(shop: Shop) -> None:
 
 
 async def test_unexpected_error_is_a_500_page_without_traceback(shop: Shop) -> None:
-    await shop.clients.catalog.close()  # a closed channel raises a non-gRPC error on use
+    await shop.clients.catalog.dependency.start_and_wait()
+    for channel, _stub in shop.clients.catalog.dependency.connections():
+        await channel.close()  # a closed channel raises a non-gRPC error on use
     response = await shop.http.get("/", headers={"traceparent": TRACEPARENT})
     assert response.status_code == 500
     assert TRACE_ID in response.text and "Traceback" not in response.text

@@ -96,7 +96,7 @@ async def test_other_brands_are_rejected_by_name(payment: PaymentClient, number:
 
 
 async def test_amex_rejection_is_invalid_argument_on_the_wire(payment: PaymentClient) -> None:
-    address = payment.pool.endpoints.addresses[0]
+    address = payment.endpoints.addresses[0]
     request = pb.ChargeRequest(amount=AMOUNT, credit_card=card(AMEX))
     async with grpc.aio.insecure_channel(address) as channel:
         raw = channel.unary_unary("/hipstershop.PaymentService/Charge")
@@ -208,7 +208,7 @@ async def test_logs_show_brand_and_last_four_only(
 
 
 async def test_malformed_protobuf_is_invalid_argument_and_server_survives(payment: PaymentClient) -> None:
-    address = payment.pool.endpoints.addresses[0]
+    address = payment.endpoints.addresses[0]
     async with grpc.aio.insecure_channel(address) as channel:
         raw = channel.unary_unary("/hipstershop.PaymentService/Charge")
         with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -56,7 +56,7 @@ async def test_search_is_case_insensitive_on_name_and_description(catalog: Catal
 
 
 async def test_malformed_protobuf_is_invalid_argument_and_server_survives(catalog: CatalogClient) -> None:
-    address = catalog.pool.endpoints.addresses[0]
+    address = catalog.endpoints.addresses[0]
     async with grpc.aio.insecure_channel(address) as channel:
         raw = channel.unary_unary("/hipstershop.ProductCatalogService/GetProduct")
         with pytest.raises(grpc.aio.AioRpcError) as info:

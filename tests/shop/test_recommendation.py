@@ -6,11 +6,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from boutique.shop.errors import InvalidArgument, Unavailable
+from boutique.shop.errors import InvalidArgument
 from boutique.shop.productcatalog import server as catalog_server
 from boutique.shop.productcatalog.client import CatalogClient
 from boutique.shop.productcatalog.service import load_products
-from boutique.shop.recommendation.client import RecommendationClient
+from boutique.shop.proto import demo_pb2 as pb
+from boutique.shop.proto import demo_pb2_grpc as pb_grpc
+from boutique.shop.recommendation.client import FEATURED, RecommendationClient
 from boutique.shop.recommendation.server import bindings
 from tests.support import serving
 
@@ -81,9 +83,15 @@ async def test_catalog_down_is_unavailable_and_server_keeps_serving() -> None:
     catalog = CatalogClient(catalog_endpoints, timeout=2.0)
     async with serving("recommendation", bindings(catalog)) as endpoints:
         client = RecommendationClient(endpoints)
-        for _ in range(2):
-            with pytest.raises(Unavailable, match="productcatalog"):
-                await client.list_recommendations("user-1", [])
+        async with grpc.aio.insecure_channel(endpoints.addresses[0]) as channel:
+            stub = pb_grpc.RecommendationServiceStub(channel)
+            for _ in range(2):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.ListRecommendations(pb.ListRecommendationsRequest(user_id="user-1"), timeout=5)
+                assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "productcatalog" in (info.value.details() or "")
+        # Callers through the typed client get the featured products instead of an error.
+        assert set(await client.list_recommendations("user-1", [])) <= set(FEATURED)
         with pytest.raises(InvalidArgument):
             await client.list_recommendations("u" * 200, [])
         async with grpc.aio.insecure_channel(endpoints.addresses[0]) as channel:
@@ -97,7 +105,7 @@ async def test_catalog_down_is_unavailable_and_server_keeps_serving() -> None:
 async def test_malformed_protobuf_is_invalid_argument_and_server_survives(
     recommendation: RecommendationClient,
 ) -> None:
-    address = recommendation.pool.endpoints.addresses[0]
+    address = recommendation.endpoints.addresses[0]
     async with grpc.aio.insecure_channel(address) as channel:
         raw = channel.unary_unary("/hipstershop.RecommendationService/ListRecommendations")
         with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -101,7 +101,7 @@ async def test_ship_order_validation_is_invalid_argument(
 
 
 async def test_validation_errors_carry_the_invalid_argument_status(shipping: ShippingClient) -> None:
-    address = shipping.pool.endpoints.addresses[0]
+    address = shipping.endpoints.addresses[0]
     request = pb.ShipOrderRequest(address=with_fields(city=""), items=ITEMS)
     async with grpc.aio.insecure_channel(address) as channel:
         raw = channel.unary_unary("/hipstershop.ShippingService/ShipOrder")
@@ -112,7 +112,7 @@ async def test_validation_errors_carry_the_invalid_argument_status(shipping: Shi
 
 
 async def test_malformed_protobuf_is_invalid_argument_and_server_survives(shipping: ShippingClient) -> None:
-    address = shipping.pool.endpoints.addresses[0]
+    address = shipping.endpoints.addresses[0]
     async with grpc.aio.insecure_channel(address) as channel:
         for method in ("GetQuote", "ShipOrder"):
             raw = channel.unary_unary(f"/hipstershop.ShippingService/{method}")

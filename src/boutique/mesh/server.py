@@ -16,6 +16,9 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from boutique.mesh.config import ProcessInfo, env_duration
+from boutique.mesh.deadline import deadline_in
+from boutique.mesh.presence import Presence
+from boutique.mesh.runtime import Mesh
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,8 @@ def _unary_handler(
                 grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method.input_type.full_name}: {exc}"
             )
         try:
-            return await impl(request, context)
+            with deadline_in(context.time_remaining()):
+                return await impl(request, context)
         except grpc.aio.AbortError:
             raise
         except asyncio.CancelledError:
@@ -91,13 +95,19 @@ class GrpcServer:
         bindings: Iterable[ServiceBinding],
         grace: float = 5.0,
         drain_delay: float | None = None,
+        mesh: Mesh | None = None,
+        register: bool = False,
     ) -> None:
         self.info = info
         self.bindings = list(bindings)
         self.grace = grace
+        self.presence = Presence(info, mesh, register)
         # How long NOT_SERVING is announced while still accepting calls, so health checkers and
         # discovery take the instance out of rotation before it stops taking new calls.
-        self.drain_delay = env_duration("BOUTIQUE_DRAIN_DELAY", 0.0) if drain_delay is None else drain_delay
+        default_delay = 0.3 if register else 0.0
+        self.drain_delay = (
+            env_duration("BOUTIQUE_DRAIN_DELAY", default_delay) if drain_delay is None else drain_delay
+        )
         self.port = 0
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -136,6 +146,7 @@ class GrpcServer:
         if self._server is None:
             return
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.presence.withdraw()
         log.info("draining", extra={"grace_seconds": self.grace, "drain_delay_seconds": self.drain_delay})
         if self.drain_delay > 0:
             await asyncio.sleep(self.drain_delay)
@@ -149,8 +160,11 @@ class GrpcServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        await self.presence.start_status()
         await self.start()
+        await self.presence.announce({"grpc": self.port})
         await stop.wait()
         await self.stop()
         if on_stop is not None:
             await on_stop()
+        await self.presence.close()

@@ -18,6 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path(os.environ.get("BOUTIQUE_DATA_DIR", ".boutique")),
         help="where logs, mails and state go (default ./.boutique or $BOUTIQUE_DATA_DIR)",
     )
+    parser.add_argument(
+        "--registry-port", type=int, default=7600, help="port of the service registry (default 7600)"
+    )
+    parser.add_argument(
+        "--discovery",
+        choices=("registry", "static"),
+        default="registry",
+        help="registry (default): services register and find each other by name; "
+        "static: fixed *_SERVICE_ADDR lists, no registry",
+    )
     parser.add_argument("--replicas", default="", help="instances per service, e.g. cart=3,currency=2")
     parser.add_argument("--no-load", dest="load", action="store_false", help="do not run the load generator")
     parser.add_argument("--users", type=int, default=10, help="simulated shoppers (default 10)")

@@ -35,7 +35,9 @@ class ProcessPlan:
 
     @property
     def argv(self) -> list[str]:
-        """The command line: this Python running `boutique serve <service>`."""
+        """The command line: this Python running `boutique serve <service>` (or the registry)."""
+        if self.kind == "registry":
+            return [sys.executable, "-m", "boutique.cli", "registry", "--port", str(self.port)]
         return [sys.executable, "-m", "boutique.cli", "serve", self.service]
 
 
@@ -49,6 +51,13 @@ class UpOptions:
     load: bool = True
     users: int = 10
     spawn_rate: float = 1.0
+    discovery: str = "registry"
+    registry_port: int = 7600
+
+    @property
+    def registry_url(self) -> str | None:
+        """Where the registry listens, when discovery goes through it."""
+        return f"http://{HOST}:{self.registry_port}" if self.discovery == "registry" else None
 
 
 def parse_replicas(text: str) -> dict[str, int]:
@@ -74,6 +83,8 @@ def _scalable() -> list[str]:
 def build_plan(options: UpOptions) -> list[ProcessPlan]:
     """Every process in start order: backends, frontend replicas, then the load generator."""
     plans: list[ProcessPlan] = []
+    if options.registry_url:
+        plans.append(ProcessPlan("registry", 0, "registry", options.registry_port))
     for name in [*BACKENDS, "frontend"]:
         for index in range(options.replicas.get(name, 1)):
             port = options.frontend_port if name == "frontend" and index == 0 else free_port(HOST)
@@ -84,6 +95,7 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
     addresses = {
         SERVICES[name].address_variable: ",".join(p.address for p in plans if p.service == name)
         for name in BACKENDS
+        if options.discovery == "static"
     }
     outbox = options.data_dir / "outbox"
     for plan in plans:
@@ -95,7 +107,11 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
             "BOUTIQUE_DATA_DIR": str(options.data_dir),
             "EMAIL_OUTBOX_DIR": str(outbox),
             "PYTHONUNBUFFERED": "1",
+            "BOUTIQUE_DISCOVERY": options.discovery,
+            "METRICS_PORT": "0",
         }
+        if options.registry_url:
+            plan.env["BOUTIQUE_REGISTRY_URL"] = options.registry_url
         if plan.kind == "load":
             plan.env |= {
                 "FRONTEND_URL": f"http://{HOST}:{options.frontend_port}",

@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,13 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
 PROBE_FAST = 0.2
 PROBE_SLOW = 2.0
+# A probe channel must notice a process that has just started listening, not sit out gRPC's default
+# reconnect backoff (1 s growing to 2 min) after the first refused connection.
+FAST_RECONNECT = (
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 250),
+)
 
 
 @dataclass
@@ -53,11 +60,16 @@ class Supervisor:
     """Runs every planned process, restarts crashed ones with backoff, stops them all cleanly."""
 
     def __init__(
-        self, plans: list[ProcessPlan], log_dir: Path, on_change: Callable[[Child], None] | None = None
+        self,
+        plans: list[ProcessPlan],
+        log_dir: Path,
+        on_change: Callable[[Child], None] | None = None,
+        on_exit: Callable[[Child], Awaitable[None]] | None = None,
     ) -> None:
         self.children = [Child(plan) for plan in plans]
         self.log_dir = log_dir
         self.on_change = on_change or (lambda child: None)
+        self.on_exit = on_exit
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -71,12 +83,17 @@ class Supervisor:
             self.on_change(child)
 
     async def start(self) -> None:
-        """Start every process (the load generator once the frontends serve) and begin probing."""
+        """Start the registry, then every service (the load generator once the frontends serve)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for child in self.children:
-            if child.plan.kind != "load":
-                await self._spawn(child)
         self._tasks.append(asyncio.create_task(self._probe_loop()))
+        first = [c for c in self.children if c.plan.kind == "registry"]
+        for child in first:
+            await self._spawn(child)
+        if first:
+            await self.wait_ready(30.0, lambda c: c.plan.kind == "registry")
+        for child in self.children:
+            if child.plan.kind not in ("load", "registry") and not self.stopping:
+                await self._spawn(child)
         for child in self.children:
             self._tasks.append(asyncio.create_task(self._watch(child)))
 
@@ -117,6 +134,9 @@ class Supervisor:
             if self.stopping:
                 return
             child.last_exit = code
+            if self.on_exit is not None:
+                with contextlib.suppress(Exception):
+                    await self.on_exit(child)
             stable = child.serving_since is not None and time.monotonic() - child.serving_since > STABLE_AFTER
             child.failures_in_row = 1 if stable else child.failures_in_row + 1
             delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (child.failures_in_row - 1))
@@ -132,7 +152,7 @@ class Supervisor:
         while not self.stopping:
             live = [c for c in self.children if c.pid is not None]
             await asyncio.gather(*(self._probe(c) for c in live))
-            all_ready = all(c.ready for c in self.children if c.process is not None)
+            all_ready = all(c.ready for c in self.children if c.plan.kind != "load")
             await asyncio.sleep(PROBE_SLOW if all_ready else PROBE_FAST)
 
     async def _probe(self, child: Child) -> None:
@@ -144,12 +164,15 @@ class Supervisor:
             if plan.kind == "grpc":
                 channel = self._channels.get(plan.address)
                 if channel is None:
-                    channel = self._channels[plan.address] = grpc.aio.insecure_channel(plan.address)
+                    channel = self._channels[plan.address] = grpc.aio.insecure_channel(
+                        plan.address, options=FAST_RECONNECT
+                    )
                 stub = health_pb2_grpc.HealthStub(channel)
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
                 state = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             else:
-                response = await self._http.get(f"http://{plan.address}/_healthz")
+                path = "/v1/health" if plan.kind == "registry" else "/_healthz"
+                response = await self._http.get(f"http://{plan.address}{path}")
                 state = "SERVING" if response.status_code == 200 else f"HTTP {response.status_code}"
         except (grpc.aio.AioRpcError, httpx.HTTPError):
             state = "starting" if child.serving_since is None else "unreachable"
@@ -174,7 +197,9 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         loadgen = [c for c in self.children if c.plan.kind == "load"]
         others = [c for c in self.children if c.plan.kind != "load"]
-        for group in (loadgen, others):
+        registry = [c for c in others if c.plan.kind == "registry"]
+        services = [c for c in others if c.plan.kind != "registry"]
+        for group in (loadgen, services, registry):
             await self._terminate(group, grace)
         for channel in self._channels.values():
             await channel.close()

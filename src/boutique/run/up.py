@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.live import Live
 
@@ -32,6 +33,8 @@ def run_up(args: argparse.Namespace) -> int:
         if args.users < 1 or args.spawn_rate <= 0:
             raise ValueError("--users must be at least 1 and --spawn-rate above 0")
         ensure_free("127.0.0.1", args.frontend_port, "the shop web site", "--frontend-port")
+        if args.discovery == "registry":
+            ensure_free("127.0.0.1", args.registry_port, "the service registry", "--registry-port")
     except (ValueError, PortBusy) as exc:
         print(f"boutique up: {exc}", file=sys.stderr)
         return 2
@@ -43,6 +46,8 @@ def run_up(args: argparse.Namespace) -> int:
         load=args.load,
         users=args.users,
         spawn_rate=args.spawn_rate,
+        discovery=args.discovery,
+        registry_port=args.registry_port,
     )
     live = sys.stdout.isatty() and not args.plain
     try:
@@ -90,7 +95,15 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
         if state_path.parent.exists():
             write_state(state_path, supervisor, url)
 
-    supervisor = Supervisor(build_plan(options), options.data_dir / "logs", changed)
+    async def forget(child: Child) -> None:
+        """A process that died cannot deregister itself: do it for it, so callers stop at once."""
+        if options.registry_url and child.plan.kind in ("grpc", "http"):
+            async with httpx.AsyncClient(timeout=1.0) as client:
+                await client.delete(
+                    f"{options.registry_url}/v1/services/{child.plan.service}/instances/{child.plan.instance}"
+                )
+
+    supervisor = Supervisor(build_plan(options), options.data_dir / "logs", changed, forget)
     began = time.monotonic()
     footer = [f"starting {len(supervisor.children)} processes; logs in {supervisor.log_dir}"]
 

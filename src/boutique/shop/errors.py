@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 import grpc
 
+from boutique.mesh.errors import MeshUnavailable
+
 
 class ShopError(Exception):
     """Base of every error a shop service reports to its caller."""
@@ -67,3 +69,5 @@ async def translating(service: str) -> AsyncIterator[None]:
         yield
     except grpc.aio.AioRpcError as exc:
         raise from_rpc_error(service, exc) from exc
+    except MeshUnavailable as exc:
+        raise Unavailable(str(exc) if str(exc).startswith(service) else f"{service}: {exc}") from exc

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from boutique.mesh.dependency import CallPolicy
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.proto import demo_pb2_grpc as pb_grpc
-from boutique.shop.rpc import ShopClient
+from boutique.shop.rpc import DEFAULT_TIMEOUT, OPTIONAL_BREAKER, OPTIONAL_TIMEOUT, ShopClient
+
+# Shown when the ad service is unavailable.
+HOUSE_AD = pb.Ad(redirect_url="/", text="Boutique: small things, well made. See the whole collection.")
 
 
 class AdClient(ShopClient):
@@ -13,7 +17,19 @@ class AdClient(ShopClient):
     service = "ad"
     address_variable = "AD_SERVICE_ADDR"
     stub_type = pb_grpc.AdServiceStub
+    idempotent = frozenset({"GetAds"})
+
+    @classmethod
+    def policy(cls, timeout: float = DEFAULT_TIMEOUT) -> CallPolicy:
+        """Optional on every page: a short deadline and a breaker that also trips on slow answers."""
+        return CallPolicy(timeout=min(timeout, OPTIONAL_TIMEOUT), breaker=OPTIONAL_BREAKER)
 
     async def get_ads(self, context_keys: list[str]) -> list[pb.Ad]:
-        """Ads for the categories in `context_keys` (two random ads when none match)."""
-        return list((await self._call("GetAds", pb.AdRequest(context_keys=context_keys))).ads)
+        """Ads for the categories in `context_keys` (two random ads when none match; the house ad if down)."""
+
+        def house_ad(exc: BaseException) -> pb.AdResponse:
+            return pb.AdResponse(ads=[HOUSE_AD])
+
+        return list(
+            (await self._call("GetAds", pb.AdRequest(context_keys=context_keys), fallback=house_ad)).ads
+        )

@@ -13,6 +13,7 @@ class CartClient(ShopClient):
     service = "cart"
     address_variable = "CART_SERVICE_ADDR"
     stub_type = pb_grpc.CartServiceStub
+    idempotent = frozenset({"GetCart", "EmptyCart"})
 
     async def add_item(self, user_id: str, product_id: str, quantity: int) -> None:
         item = pb.CartItem(product_id=product_id, quantity=quantity)

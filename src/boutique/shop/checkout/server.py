@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from boutique.mesh import ServiceBinding, StaticEndpoints
+from boutique.mesh import ServiceBinding
 from boutique.shop.cart.client import CartClient
 from boutique.shop.checkout.service import CheckoutService
 from boutique.shop.currency.client import CurrencyClient
@@ -49,23 +49,14 @@ class CheckoutClients:
 
     @classmethod
     def from_env(cls) -> CheckoutClients:
-        """Build every client from its *_SERVICE_ADDR variable; all variables are checked before any channel opens."""
-        addresses = (
-            StaticEndpoints.from_env(CatalogClient.address_variable),
-            StaticEndpoints.from_env(CartClient.address_variable),
-            StaticEndpoints.from_env(CurrencyClient.address_variable),
-            StaticEndpoints.from_env(ShippingClient.address_variable),
-            StaticEndpoints.from_env(PaymentClient.address_variable),
-            StaticEndpoints.from_env(EmailClient.address_variable),
-        )
-        catalog, cart, currency, shipping, payment, email = addresses
+        """Every client, resolved by service name (or pinned by its *_SERVICE_ADDR variable)."""
         return cls(
-            CatalogClient(catalog),
-            CartClient(cart),
-            CurrencyClient(currency),
-            ShippingClient(shipping),
-            PaymentClient(payment),
-            EmailClient(email),
+            CatalogClient.from_env(),
+            CartClient.from_env(),
+            CurrencyClient.from_env(),
+            ShippingClient.from_env(),
+            PaymentClient.from_env(),
+            EmailClient.from_env(),
         )
 
     def service(self) -> CheckoutService:

@@ -63,8 +63,10 @@ class Shipping(Protocol):
 class Payment(Protocol):
     """The payment service (PaymentClient)."""
 
-    async def charge(self, amount: pb.Money, card: pb.CreditCardInfo) -> str:
-        """Charge the card; returns a transaction id."""
+    async def charge(
+        self, amount: pb.Money, card: pb.CreditCardInfo, idempotency_key: str | None = None
+    ) -> str:
+        """Charge the card once per idempotency key; returns a transaction id."""
         ...
 
 
@@ -151,11 +153,11 @@ class CheckoutService:
                 raise result
         return [result for result in results if isinstance(result, pb.OrderItem)]
 
-    async def _charge(self, amount: pb.Money, card: pb.CreditCardInfo) -> str:
+    async def _charge(self, amount: pb.Money, card: pb.CreditCardInfo, order_id: str) -> str:
         """Charge the card; a rejected card becomes 'payment declined: <reason>'."""
         async with _depending_on("payment"):
             try:
-                return await self.payment.charge(amount, card)
+                return await self.payment.charge(amount, card, idempotency_key=order_id)
             except InvalidArgument as exc:
                 raise InvalidArgument(f"payment declined: {_detail(exc, 'payment')}") from exc
 
@@ -184,13 +186,14 @@ class CheckoutService:
             user_currency,
         )
 
-        transaction_id = await self._charge(total, card)
+        order_id = str(uuid.uuid4())  # before the charge: it is the charge's idempotency key
+        transaction_id = await self._charge(total, card, order_id)
         async with _depending_on("shipping"):
             tracking_id = await self.shipping.ship_order(address, cart_items)
         await self._empty_cart(user_id)
 
         order = pb.OrderResult(
-            order_id=str(uuid.uuid4()),
+            order_id=order_id,
             shipping_tracking_id=tracking_id,
             shipping_cost=shipping_cost,
             shipping_address=address,

@@ -13,6 +13,7 @@ class CurrencyClient(ShopClient):
     service = "currency"
     address_variable = "CURRENCY_SERVICE_ADDR"
     stub_type = pb_grpc.CurrencyServiceStub
+    idempotent = frozenset({"GetSupportedCurrencies", "Convert"})
 
     async def supported_currencies(self) -> list[str]:
         return list((await self._call("GetSupportedCurrencies", pb.Empty())).currency_codes)

@@ -14,6 +14,12 @@ class PaymentClient(ShopClient):
     address_variable = "PAYMENT_SERVICE_ADDR"
     stub_type = pb_grpc.PaymentServiceStub
 
-    async def charge(self, amount: pb.Money, card: pb.CreditCardInfo) -> str:
+    async def charge(
+        self, amount: pb.Money, card: pb.CreditCardInfo, idempotency_key: str | None = None
+    ) -> str:
+        """Charge the card; with an idempotency key the call may be retried without charging twice."""
         request = pb.ChargeRequest(amount=amount, credit_card=card)
-        return (await self._call("Charge", request)).transaction_id
+        if idempotency_key is None:
+            return (await self._call("Charge", request)).transaction_id
+        metadata = (("idempotency-key", idempotency_key),)
+        return (await self._call("Charge", request, metadata=metadata, idempotent=True)).transaction_id

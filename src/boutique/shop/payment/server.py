@@ -10,6 +10,7 @@ from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.rpc import binding, run_server
 
 SERVICE = "payment"
+IDEMPOTENCY_KEY = "idempotency-key"
 
 
 def to_card(info: pb.CreditCardInfo) -> Card:
@@ -29,7 +30,8 @@ class PaymentServicer:
         self.service = service
 
     async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext) -> pb.ChargeResponse:
-        transaction_id = await self.service.charge(request.amount, to_card(request.credit_card))
+        key = dict(context.invocation_metadata() or ()).get(IDEMPOTENCY_KEY)
+        transaction_id = await self.service.charge(request.amount, to_card(request.credit_card), key)
         return pb.ChargeResponse(transaction_id=transaction_id)
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 
 from boutique.shop import money
 from boutique.shop.errors import InvalidArgument
+from boutique.shop.payment.store import ChargeLedger
 from boutique.shop.proto import demo_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ UNKNOWN = "unknown card type"
 ACCEPTED_LENGTHS = {VISA: (13, 16, 19), MASTERCARD: (16,)}
 MAX_NUMBER_LENGTH = 19
 MAX_CVV = 9999
+MAX_KEY_LENGTH = 128
 _SEPARATORS = re.compile(r"[ -]")
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 
@@ -125,21 +127,53 @@ def check_amount(amount: pb.Money) -> None:
         raise InvalidArgument("amount must not be negative")
 
 
+def check_idempotency_key(key: str) -> None:
+    """InvalidArgument unless the key is 1..128 printable ASCII characters."""
+    if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise InvalidArgument(f"idempotency key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
+
+
 class PaymentService:
-    """Charges valid VISA and Mastercard cards; `today` gives the date card expiry is judged by."""
+    """Charges valid VISA and Mastercard cards; `today` gives the date card expiry is judged by.
 
-    def __init__(self, today: Callable[[], date] = utc_today) -> None:
+    A charge made with an idempotency key is recorded in the ledger; the same key again returns the
+    same transaction id instead of charging twice (a different amount or card under it is refused).
+    `after_record` runs right after a charge is recorded (tests inject failures there).
+    """
+
+    def __init__(
+        self,
+        today: Callable[[], date] = utc_today,
+        ledger: ChargeLedger | None = None,
+        after_record: Callable[[], None] | None = None,
+    ) -> None:
         self.today = today
+        self.ledger = ledger or ChargeLedger()
+        self.after_record = after_record
 
-    async def charge(self, amount: pb.Money, card: Card) -> str:
-        """Validate amount and card, then return a fresh transaction id."""
+    async def charge(self, amount: pb.Money, card: Card, idempotency_key: str | None = None) -> str:
+        """Validate amount and card, then charge once per idempotency key and return the transaction id."""
         try:
             check_amount(amount)
             brand, digits = check_card(card, self.today())
+            if idempotency_key is not None:
+                check_idempotency_key(idempotency_key)
         except InvalidArgument as exc:
             log.info("charge declined", extra={"reason": str(exc)})
             raise
+        fingerprint = f"{amount.currency_code}:{amount.units}:{amount.nanos}:{brand}:{digits[-4:]}"
+        if idempotency_key is not None:
+            previous = self.ledger.get(idempotency_key)
+            if previous is not None:
+                if previous.fingerprint != fingerprint:
+                    raise InvalidArgument("idempotency key was already used for a different charge")
+                log.info("charge repeated", extra={"transaction_id": previous.transaction_id})
+                return previous.transaction_id
         transaction_id = str(uuid.uuid4())
+        if idempotency_key is not None:
+            self.ledger.record(idempotency_key, fingerprint, transaction_id)
+            if self.after_record is not None:
+                self.after_record()
         log.info(
             "charge accepted",
             extra={

@@ -13,6 +13,7 @@ class CatalogClient(ShopClient):
     service = "productcatalog"
     address_variable = "PRODUCT_CATALOG_SERVICE_ADDR"
     stub_type = pb_grpc.ProductCatalogServiceStub
+    idempotent = frozenset({"ListProducts", "GetProduct", "SearchProducts"})
 
     async def list_products(self) -> list[pb.Product]:
         return list((await self._call("ListProducts", pb.Empty())).products)

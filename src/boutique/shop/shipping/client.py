@@ -13,6 +13,7 @@ class ShippingClient(ShopClient):
     service = "shipping"
     address_variable = "SHIPPING_SERVICE_ADDR"
     stub_type = pb_grpc.ShippingServiceStub
+    idempotent = frozenset({"GetQuote"})
 
     async def get_quote(self, address: pb.Address, items: list[pb.CartItem]) -> pb.Money:
         request = pb.GetQuoteRequest(address=address, items=items)

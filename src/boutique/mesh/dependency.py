@@ -1,0 +1,388 @@
+"""One dependency called by name: discovery → balancer → bulkhead → breaker → deadline → retries.
+
+The transport is pluggable: a `Connector` opens a connection object per instance (a gRPC channel and
+stub, or an HTTP base URL) and the caller's `attempt` function uses it. Everything else — which instance,
+whether to try again, when to fail fast — is decided here, identically for gRPC and HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from opentelemetry import trace
+
+from boutique.mesh import deadline, metrics
+from boutique.mesh.balancing import Endpoint, NoEndpointError, OutlierDetector, make_balancer
+from boutique.mesh.discovery import Resolver
+from boutique.mesh.errors import BulkheadFull, CircuitOpen, MeshUnavailable, NoInstances
+from boutique.mesh.instance import Instance
+from boutique.mesh.resilience import (
+    BreakerConfig,
+    BreakerOpenError,
+    Bulkhead,
+    BulkheadFullError,
+    CircuitBreaker,
+    RetryBudget,
+    full_jitter,
+)
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("boutique.mesh")
+
+Conn = TypeVar("Conn")
+T = TypeVar("T")
+
+STATE_VALUES = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2, "FORCED_OPEN": 3, "DISABLED": 4}
+
+
+class Outcome(enum.Enum):
+    """How a failed attempt counts."""
+
+    TRANSIENT = "transient"  # the instance did not answer usefully: eject-worthy, retryable if safe
+    FAILURE = "failure"  # the instance answered with a server fault: counts against it, not retried
+    CALLER_ERROR = "caller_error"  # the request was at fault: a healthy answer as far as the mesh cares
+
+
+class Connector(Protocol[Conn]):
+    """Opens and closes the per-instance connection object of a transport."""
+
+    def open(self, instance: Instance) -> Conn:
+        """A connection to the instance."""
+        ...
+
+    async def close(self, conn: Conn) -> None:
+        """Release the connection."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How calls to one dependency behave; defaults follow MESH.md."""
+
+    timeout: float = 3.0
+    per_try_timeout: float | None = None
+    max_attempts: int = 3
+    balancer: str = "least_request"
+    breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
+    max_concurrent: int | None = 256
+    backoff_base: float = 0.025
+    backoff_cap: float = 0.25
+    resolve_wait: float = 5.0
+
+
+class Dependency(Generic[Conn]):
+    """Calls to one named dependency, with its live instance set and resilience state."""
+
+    def __init__(
+        self,
+        name: str,
+        resolver: Resolver,
+        connector: Connector[Conn],
+        policy: CallPolicy | None = None,
+        caller: str = "",
+    ) -> None:
+        self.name = name
+        self.caller = caller
+        self.resolver = resolver
+        self.connector = connector
+        self.policy = policy or CallPolicy()
+        self.detector = OutlierDetector(on_event=self._on_outlier)
+        self.balancer = make_balancer(self.policy.balancer, detector=self.detector)
+        self.breaker = (
+            CircuitBreaker(f"{caller}->{name}" if caller else name, self.policy.breaker, group=name)
+            if self.policy.breaker is not None
+            else None
+        )
+        if self.breaker is not None:
+            self.breaker.on_transition(self._on_transition)
+            metrics.BREAKER_STATE.labels(self.breaker.name).set(0)
+        self.bulkhead = Bulkhead(self.policy.max_concurrent) if self.policy.max_concurrent else None
+        self.budget = RetryBudget()
+        self._conns: dict[str, tuple[Instance, Conn]] = {}
+        self._resolved = asyncio.Event()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._closers: set[asyncio.Task[None]] = set()
+        self.on_closed: Callable[[], None] | None = None
+
+    # ---- membership -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin watching discovery (idempotent; called lazily by the first call)."""
+        if self._watch_task is None:
+            self._watch_task = asyncio.create_task(self._watch(), name=f"mesh-watch-{self.name}")
+
+    async def _watch(self) -> None:
+        try:
+            async for instances in self.resolver.watch(self.name):
+                self.update(instances)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("discovery watch ended", extra={"dependency": self.name})
+
+    def update(self, instances: Sequence[Instance]) -> None:
+        """Apply a new instance set: open connections to newcomers, retire the departed after their calls end."""
+        current = {i.id: i for i in instances}
+        for instance_id in list(self._conns):
+            old, conn = self._conns[instance_id]
+            if instance_id not in current or current[instance_id].endpoint() != old.endpoint():
+                del self._conns[instance_id]
+                self._retire(old, conn)
+        for instance in instances:
+            if instance.id not in self._conns:
+                self._conns[instance.id] = (instance, self.connector.open(instance))
+        self.balancer.update(list(instances))
+        metrics.INSTANCES.labels(self.name).set(len(instances))
+        metrics.DISCOVERY_UPDATES.labels(self.name).inc()
+        self._resolved.set()
+        log.info("instances", extra={"dependency": self.name, "instances": sorted(current)})
+
+    def _retire(self, instance: Instance, conn: Conn) -> None:
+        endpoint = next((e for e in self.balancer.endpoints if e.instance.id == instance.id), None)
+
+        async def close_when_idle() -> None:
+            for _ in range(300):  # up to 30 s for in-flight calls to finish
+                if endpoint is None or endpoint.outstanding <= 0:
+                    break
+                await asyncio.sleep(0.1)
+            await self.connector.close(conn)
+
+        task = asyncio.create_task(close_when_idle())
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    def connections(self) -> list[Conn]:
+        """The open per-instance connections (channels and stubs for gRPC)."""
+        return [conn for _, conn in self._conns.values()]
+
+    @property
+    def instances(self) -> list[Instance]:
+        """The instances calls may go to now."""
+        return [instance for instance, _ in self._conns.values()]
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def _on_transition(self, breaker: str, old: Any, new: Any) -> None:
+        old_name, new_name = getattr(old, "name", str(old)), getattr(new, "name", str(new))
+        metrics.BREAKER_STATE.labels(breaker).set(STATE_VALUES.get(new_name, -1))
+        metrics.BREAKER_TRANSITIONS.labels(breaker, old_name, new_name).inc()
+        trace.get_current_span().add_event(
+            "breaker_transition", {"mesh.breaker": breaker, "from": old_name, "to": new_name}
+        )
+
+    def _on_outlier(self, kind: str, endpoint: Endpoint) -> None:
+        if kind == "ejected":
+            metrics.EJECTIONS.labels(self.name).inc()
+        log.warning("instance %s", kind, extra={"dependency": self.name, "instance": endpoint.instance.id})
+        trace.get_current_span().add_event(f"instance_{kind}", {"mesh.instance": endpoint.instance.id})
+
+    # ---- calls ------------------------------------------------------------------------------
+
+    async def start_and_wait(self, timeout: float = 5.0) -> list[Instance]:
+        """Start discovery and wait for its first answer; returns the instances (possibly none)."""
+        await self._first_instances(timeout)
+        return self.instances
+
+    async def _first_instances(self, budget: float) -> None:
+        if not self._resolved.is_set():
+            self.start()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resolved.wait(), min(budget, self.policy.resolve_wait))
+
+    async def invoke(
+        self,
+        method: str,
+        attempt: Callable[[Conn, float], Awaitable[T]],
+        classify: Callable[[BaseException], Outcome],
+        *,
+        retryable: bool,
+        timeout: float | None = None,
+        fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
+    ) -> T:
+        """Run one logical call: pick, call, retry elsewhere if `retryable`; `fallback` answers for a failed one.
+
+        The fallback is used when the dependency fails (short-circuited, no instance, bulkhead full,
+        transient or server failure) — never for the caller's own errors such as INVALID_ARGUMENT.
+        """
+        if fallback is None:
+            return await self._invoke(method, attempt, classify, retryable, timeout)
+        try:
+            return await self._invoke(method, attempt, classify, retryable, timeout)
+        except Exception as exc:
+            if not isinstance(exc, MeshUnavailable) and classify(exc) is Outcome.CALLER_ERROR:
+                raise
+            return await self._fall_back(fallback, exc)
+
+    async def _fall_back(self, fallback: Callable[[BaseException], T | Awaitable[T]], exc: Exception) -> T:
+        """Serve the fallback, counting it in metrics, the breaker's statistics and the span."""
+        metrics.FALLBACKS.labels(self.name).inc()
+        trace.get_current_span().add_event(
+            "fallback", {"mesh.dependency": self.name, "mesh.reason": str(exc)[:200]}
+        )
+        try:
+            value = fallback(exc)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception:
+            if self.breaker is not None:
+                self.breaker.record_fallback(ok=False)
+            raise
+        if self.breaker is not None:
+            self.breaker.record_fallback(ok=True)
+        log.info("fallback served", extra={"dependency": self.name, "reason": str(exc)[:200]})
+        return value  # type: ignore[return-value]
+
+    async def _invoke(
+        self,
+        method: str,
+        attempt: Callable[[Conn, float], Awaitable[T]],
+        classify: Callable[[BaseException], Outcome],
+        retryable: bool,
+        timeout: float | None,
+    ) -> T:
+        began = time.monotonic()
+        total = deadline.bound(timeout or self.policy.timeout)
+        ends = began + total
+        outcome = "error"
+        with tracer.start_as_current_span(f"mesh {self.name}.{method}") as span:
+            span.set_attribute("mesh.dependency", self.name)
+            try:
+                slot = self.bulkhead.acquire() if self.bulkhead else None
+            except BulkheadFullError as exc:
+                metrics.CLIENT_CALLS.labels(self.name, method, "bulkhead_full").inc()
+                raise BulkheadFull(f"{self.name}: {exc}") from exc
+            try:
+                try:
+                    permit = self.breaker.acquire() if self.breaker else None
+                except BreakerOpenError as exc:
+                    outcome = "short_circuited"
+                    span.set_attribute("mesh.breaker.state", "OPEN")
+                    raise CircuitOpen(f"{self.name}: circuit open ({exc})") from exc
+                if self.breaker is not None:
+                    span.set_attribute("mesh.breaker.state", self.breaker.state.name)
+                try:
+                    result = await self._attempts(method, attempt, classify, retryable, ends, span)
+                except BaseException as exc:
+                    kind = classify(exc) if isinstance(exc, Exception) else None
+                    if permit is not None:
+                        if kind in (Outcome.TRANSIENT, Outcome.FAILURE) or isinstance(exc, NoInstances):
+                            permit.failure(time.monotonic() - began)
+                        else:
+                            permit.ignore()
+                    outcome = "no_instances" if isinstance(exc, NoInstances) else "error"
+                    if kind is Outcome.CALLER_ERROR:
+                        outcome = "ok"
+                    raise
+                if permit is not None:
+                    permit.success(time.monotonic() - began)
+                outcome = "ok"
+                return result
+            finally:
+                if slot is not None:
+                    slot.release()
+                metrics.CLIENT_CALLS.labels(self.name, method, outcome).inc()
+                metrics.CLIENT_LATENCY.labels(self.name, method).observe(time.monotonic() - began)
+
+    async def _attempts(
+        self,
+        method: str,
+        attempt: Callable[[Conn, float], Awaitable[T]],
+        classify: Callable[[BaseException], Outcome],
+        retryable: bool,
+        ends: float,
+        span: trace.Span,
+    ) -> T:
+        await self._first_instances(ends - time.monotonic())
+        self.budget.record_request()
+        tried: list[str] = []
+        number = 0
+        while True:
+            number += 1
+            try:
+                endpoint = self.balancer.pick(exclude=tried)
+            except NoEndpointError as exc:
+                raise NoInstances(f"no live instance of {self.name}") from exc
+            instance = endpoint.instance
+            pair = self._conns.get(instance.id)
+            if pair is None:  # membership changed between pick and here
+                raise NoInstances(f"instance {instance.id} of {self.name} just left")
+            tried.append(instance.id)
+            span.set_attribute("mesh.instance", instance.id)
+            span.set_attribute("mesh.attempt", number)
+            left = ends - time.monotonic()
+            per_try = min(left, self.policy.per_try_timeout or left)
+            endpoint.on_start()
+            started = time.monotonic()
+            try:
+                result = await attempt(pair[1], max(per_try, 0.0))
+            except Exception as exc:
+                kind = classify(exc)
+                self.balancer.report(endpoint, kind is Outcome.CALLER_ERROR, time.monotonic() - started)
+                if not self._should_retry(kind, retryable, number, ends, method):
+                    raise
+                delay = full_jitter(number - 1, self.policy.backoff_base, self.policy.backoff_cap)
+                span.add_event("retry", {"mesh.attempt": number + 1, "mesh.failed_instance": instance.id})
+                metrics.RETRIES.labels(self.name, method).inc()
+                await asyncio.sleep(min(delay, max(0.0, ends - time.monotonic())))
+                continue
+            except BaseException:
+                self.balancer.report(endpoint, True, time.monotonic() - started)  # cancelled: not its fault
+                raise
+            self.balancer.report(endpoint, True, time.monotonic() - started)
+            return result
+
+    def _should_retry(self, kind: Outcome, retryable: bool, number: int, ends: float, method: str) -> bool:
+        if kind is not Outcome.TRANSIENT or not retryable or number >= self.policy.max_attempts:
+            return False
+        if ends - time.monotonic() <= 0.005:
+            return False
+        if not self.budget.try_withdraw():
+            metrics.BUDGET_EXHAUSTED.labels(self.name).inc()
+            return False
+        return True
+
+    # ---- status and shutdown ---------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """State for the status endpoints: instances with balancer stats, and the breaker."""
+        now = time.monotonic()
+        return {
+            "dependency": self.name,
+            "caller": self.caller,
+            "balancer": self.policy.balancer,
+            "instances": [
+                {
+                    "id": e.instance.id,
+                    "endpoint": e.instance.endpoint(),
+                    "outstanding": e.outstanding,
+                    "ejected": e.ejected_until > now,
+                    "consecutive_failures": e.consecutive_failures,
+                }
+                for e in self.balancer.endpoints
+            ],
+            "breaker": self.breaker.snapshot() if self.breaker else None,
+        }
+
+    async def close(self) -> None:
+        """Stop watching and close every connection."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+        for task in list(self._closers):
+            task.cancel()
+        for _, conn in self._conns.values():
+            await self.connector.close(conn)
+        self._conns.clear()
+        with contextlib.suppress(Exception):
+            await self.resolver.close()
+        if self.on_closed is not None:
+            self.on_closed()

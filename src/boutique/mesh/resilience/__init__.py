@@ -1,0 +1,33 @@
+"""Resilience primitives of the mesh, pure logic: circuit breaker, retry budget, bulkhead and backoff."""
+
+from boutique.mesh.resilience.backoff import full_jitter
+from boutique.mesh.resilience.breaker import (
+    BreakerConfig,
+    BreakerOpenError,
+    BreakerState,
+    CircuitBreaker,
+    CountWindow,
+    OutcomeWindow,
+    Permit,
+    TimeWindow,
+    Transition,
+)
+from boutique.mesh.resilience.budget import RetryBudget
+from boutique.mesh.resilience.bulkhead import Bulkhead, BulkheadFullError, BulkheadSlot
+
+__all__ = [
+    "BreakerConfig",
+    "BreakerOpenError",
+    "BreakerState",
+    "Bulkhead",
+    "BulkheadFullError",
+    "BulkheadSlot",
+    "CircuitBreaker",
+    "CountWindow",
+    "OutcomeWindow",
+    "Permit",
+    "RetryBudget",
+    "TimeWindow",
+    "Transition",
+    "full_jitter",
+]

@@ -1,0 +1,67 @@
+"""The mesh of one process: its dependencies by name, built from configuration, shared by its clients."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from boutique.mesh.dependency import CallPolicy, Dependency
+from boutique.mesh.discovery import resolver_from_env
+from boutique.mesh.grpc_client import GrpcDependency
+
+
+class Mesh:
+    """Dependencies of one process, created on first use and closed together.
+
+    Each dependency resolves through discovery by service name unless its address variable
+    (e.g. CART_SERVICE_ADDR) pins it to fixed addresses or a DNS name.
+    """
+
+    _default: Mesh | None = None
+
+    def __init__(self, caller: str) -> None:
+        self.caller = caller
+        self.dependencies: dict[str, Dependency[Any]] = {}
+
+    @classmethod
+    def default(cls) -> Mesh:
+        """The process's mesh, named after OTEL_SERVICE_NAME / BOUTIQUE_SERVICE (created on first use)."""
+        if cls._default is None:
+            caller = os.environ.get("BOUTIQUE_SERVICE") or os.environ.get("OTEL_SERVICE_NAME", "")
+            cls._default = cls(caller)
+        return cls._default
+
+    def grpc(
+        self,
+        service: str,
+        stub_factory: Callable[[grpc.aio.Channel], Any],
+        policy: CallPolicy | None = None,
+        address_variable: str | None = None,
+    ) -> GrpcDependency:
+        """The gRPC dependency on `service` (one per service and process)."""
+        existing = self.dependencies.get(service)
+        if isinstance(existing, GrpcDependency):
+            return existing
+        dependency = GrpcDependency(
+            service, resolver_from_env(service, address_variable), stub_factory, policy, self.caller
+        )
+        self.dependencies[service] = dependency
+        dependency.on_closed = lambda: self._forget(service, dependency)
+        return dependency
+
+    def _forget(self, service: str, dependency: Dependency[Any]) -> None:
+        if self.dependencies.get(service) is dependency:
+            del self.dependencies[service]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every dependency's state, for /mesh/status."""
+        return [dependency.snapshot() for dependency in self.dependencies.values()]
+
+    async def close(self) -> None:
+        """Close every dependency."""
+        for dependency in list(self.dependencies.values()):
+            await dependency.close()
+        self.dependencies.clear()

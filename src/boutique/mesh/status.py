@@ -1,0 +1,114 @@
+"""Per-process status endpoints on the metrics port: /metrics, /mesh/status and the live /mesh/stream."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from boutique.mesh.http_server import BackgroundServer
+from boutique.mesh.runtime import Mesh
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+STREAM_INTERVAL = 1.0
+
+
+def breaker_events(mesh: Mesh, host: str) -> list[dict[str, Any]]:
+    """One Hystrix-stream style event per breaker of this process."""
+    events = []
+    for dependency in list(mesh.dependencies.values()):
+        if dependency.breaker is None:
+            continue
+        event = dict(dependency.breaker.snapshot())
+        event.update(
+            {
+                "group": dependency.name,
+                "caller": mesh.caller,
+                "host": host,
+                "instances": len(dependency.instances),
+            }
+        )
+        events.append(event)
+    return events
+
+
+def build_app(mesh: Mesh, token: str | None, health: Callable[[], bool] = lambda: True) -> Starlette:
+    """The status app; every route needs the bearer token when one is configured."""
+    host = socket.gethostname()
+
+    def authorised(request: Request) -> bool:
+        if not token:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    def guard(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def wrapped(request: Request) -> Response:
+            if not authorised(request):
+                return JSONResponse({"error": "bearer token required"}, status_code=401)
+            return await handler(request)
+
+        return wrapped
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def status(request: Request) -> Response:
+        return JSONResponse({"caller": mesh.caller, "dependencies": mesh.snapshot()})
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok" if health() else "not serving", status_code=200 if health() else 503)
+
+    async def stream(request: Request) -> Response:
+        async def events() -> AsyncIterator[str]:
+            yield "retry: 2000\n\n"
+            while not await request.is_disconnected():
+                for event in breaker_events(mesh, host):
+                    yield f"data: {json.dumps(event)}\n\n"
+                yield f"event: ping\ndata: {json.dumps({'dependencies': len(mesh.dependencies)})}\n\n"
+                await asyncio.sleep(STREAM_INTERVAL)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    return Starlette(
+        routes=[
+            Route("/metrics", guard(metrics)),
+            Route("/mesh/status", guard(status)),
+            Route("/mesh/stream", guard(stream)),
+            Route("/healthz", healthz),
+        ]
+    )
+
+
+class StatusServer(BackgroundServer):
+    """The status endpoints of one process; a token is required when not on loopback."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        health: Callable[[], bool] = lambda: True,
+    ) -> None:
+        if host not in LOOPBACK and not token:
+            raise ValueError(
+                f"status endpoints on {host} need a token (BOUTIQUE_STATUS_TOKEN); loopback needs none"
+            )
+        super().__init__(build_app(mesh, token, health), host, port, "metrics")
