@@ -52,7 +52,7 @@ class Up:
         return self.process.returncode
 
 
-def start_up(data_dir: Path, *extra: str, timeout: float = 120.0) -> Up:
+def start_up(data_dir: Path, *extra: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> Up:
     """Run `boutique up --plain --no-load` on a free frontend port; return once it says it is up."""
     port = free_port()
     command = [sys.executable, "-m", "boutique.cli", "up", "--plain", "--frontend-port", str(port)]
@@ -67,7 +67,7 @@ def start_up(data_dir: Path, *extra: str, timeout: float = 120.0) -> Up:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     up = Up(process, data_dir, f"http://127.0.0.1:{port}")
     ready = threading.Event()
@@ -87,6 +87,18 @@ def start_up(data_dir: Path, *extra: str, timeout: float = 120.0) -> Up:
         up.stop()
         raise AssertionError(f"boutique up did not get ready:\n{up.text()[-4000:]}")
     return up
+
+
+def log_events(data_dir: Path, instance: str, event: str) -> list[dict]:
+    """The JSON log entries of one process whose event is `event`, oldest first."""
+    path = data_dir / "logs" / f"{instance}.log"
+    entries = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("event") == event:
+                entries.append(entry)
+    return entries
 
 
 def read_logs(data_dir: Path) -> dict[str, str]:

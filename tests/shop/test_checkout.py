@@ -316,3 +316,20 @@ async def test_malformed_protobuf_is_invalid_argument_and_server_survives(shop: 
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await shop.fill_cart()
     assert (await place(shop)).order_id
+
+
+async def test_a_lost_payment_reply_is_retried_without_charging_twice(shop: Shop) -> None:
+    lost = []
+
+    def lose_first_reply() -> None:
+        if not lost:
+            lost.append(True)
+            raise Unavailable("connection reset after the charge was recorded")
+
+    shop.payment.after_record = lose_first_reply
+    await shop.fill_cart()
+    order = await place(shop)
+    assert lost, "the injected failure happened"
+    assert shop.payment.ledger.recorded == 1, "one order, one charge"
+    assert shop.payment.ledger.get(order.order_id) is not None, "the order id is the charge's idempotency key"
+    assert len(shop.shipping.shipped) == 1

@@ -1,0 +1,274 @@
+"""What the mesh client path adds to a bare grpc.aio unary call on loopback, side by side in one run.
+
+One product catalog runs in its own process (`boutique serve productcatalog`, static discovery, no
+metrics port). This process calls GetProduct on it (a) through a bare grpc.aio stub and (b) through
+`GrpcDependency` with a `StaticResolver` (resolve + pick + bulkhead + breaker + retry budget + metrics;
+no OpenTelemetry SDK, so tracing is off), sequentially and (c) with `--concurrency` calls in flight.
+Both clients use the same channel options, the same request and the same deadline; batches alternate
+A B, B A, … so drift hits both alike. Also printed: (d) the mesh bookkeeping alone, with a transport
+that answers at once. The ratio is mesh/bare of the mean time per call (target <= 1.05).
+Usage: python benchmarks/mesh_overhead.py [--calls 20000] [--rounds 10] [--concurrency 16] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import gc
+import io
+import os
+import pstats
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from boutique.mesh.dependency import CallPolicy
+from boutique.mesh.discovery.static import StaticResolver
+from boutique.mesh.grpc_client import CHANNEL_OPTIONS, GrpcDependency, classify
+from boutique.run.ports import free_port
+from boutique.shop.proto import demo_pb2 as pb
+from boutique.shop.proto import demo_pb2_grpc as pb_grpc
+
+TIMEOUT = 3.0  # the deadline both clients send (CallPolicy's default total timeout)
+PRODUCT = "OLJCESPC7Z"
+
+Call = Callable[[], Awaitable[Any]]
+Runner = Callable[[Call, int, "Samples"], Awaitable[None]]
+
+
+@dataclass
+class Samples:
+    """Per-call latencies (ns) of one client mode, and the wall time of its batches."""
+
+    latencies: list[int] = field(default_factory=list)
+    wall_ns: int = 0
+    calls: int = 0
+
+    def mean_us(self) -> float:
+        """Mean per-call latency in µs."""
+        return statistics.fmean(self.latencies) / 1000
+
+    def pct_us(self, p: float) -> float:
+        """Nearest-rank percentile of the latencies in µs."""
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))] / 1000
+
+    def wall_us(self) -> float:
+        """Wall time per call in µs (the inverse of throughput)."""
+        return self.wall_ns / self.calls / 1000
+
+
+@contextlib.contextmanager
+def catalog_process() -> Iterator[tuple[str, subprocess.Popen[bytes], IO[bytes]]]:
+    """Run `boutique serve productcatalog` on a free loopback port; yield address, process, log; stop it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "BIND_HOST": "127.0.0.1",
+        "BOUTIQUE_METRICS": "off",
+        "BOUTIQUE_DISCOVERY": "static",
+    }
+    command = [sys.executable, "-m", "boutique.cli", "serve", "productcatalog", "--log-level", "WARNING"]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield f"127.0.0.1:{port}", proc, log
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+async def wait_serving(
+    address: str, proc: subprocess.Popen[bytes], log: IO[bytes], limit: float = 30.0
+) -> None:
+    """Poll gRPC health until SERVING; exit with the server's log if it dies or never gets there."""
+    ends = time.monotonic() + limit
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < ends and proc.poll() is None:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            await asyncio.sleep(0.05)
+    log.seek(0)
+    raise SystemExit(f"the catalog did not become SERVING:\n{log.read().decode(errors='replace')[-2000:]}")
+
+
+async def sequential(call: Call, count: int, into: Samples) -> None:
+    """`count` calls one after another, each timed."""
+    clock = time.perf_counter_ns
+    latencies = into.latencies
+    began = clock()
+    for _ in range(count):
+        start = clock()
+        await call()
+        latencies.append(clock() - start)
+    into.wall_ns += clock() - began
+    into.calls += count
+
+
+async def concurrent(call: Call, count: int, width: int, into: Samples) -> None:
+    """`count` calls from `width` workers, each worker sequential; every call timed."""
+    clock = time.perf_counter_ns
+    latencies = into.latencies
+    share, extra = divmod(count, width)
+
+    async def worker(calls: int) -> None:
+        for _ in range(calls):
+            start = clock()
+            await call()
+            latencies.append(clock() - start)
+
+    began = clock()
+    await asyncio.gather(*(worker(share + (i < extra)) for i in range(width)))
+    into.wall_ns += clock() - began
+    into.calls += count
+
+
+async def interleaved(modes: dict[str, Call], rounds: int, per_round: int, run: Runner) -> dict[str, Samples]:
+    """Run each mode's batch once per round, the order alternating every round (A B, B A, …)."""
+    results = {name: Samples() for name in modes}
+    order = list(modes)
+    for number in range(rounds):
+        for name in order if number % 2 == 0 else order[::-1]:
+            gc.collect()
+            await run(modes[name], per_round, results[name])
+    return results
+
+
+def report(title: str, results: dict[str, Samples], wall: bool = False) -> float:
+    """Print one table; return mesh/bare of the mean latency (of wall time per call when `wall`)."""
+    print(title)
+    for name, samples in results.items():
+        line = (
+            f"  {name:<5} mean {samples.mean_us():7.1f} µs   p50 {samples.pct_us(50):7.1f} µs"
+            f"   p99 {samples.pct_us(99):7.1f} µs   ({samples.calls} calls"
+        )
+        if wall:
+            line += f", {1e6 / samples.wall_us():,.0f} calls/s = {samples.wall_us():.1f} µs/call wall"
+        print(line + ")")
+    bare, mesh = results["bare"], results["mesh"]
+    ours, theirs = (mesh.wall_us(), bare.wall_us()) if wall else (mesh.mean_us(), bare.mean_us())
+    print(f"  ratio mesh/bare: {ours / theirs:.3f}  ({ours - theirs:+.1f} µs per call)")
+    return ours / theirs
+
+
+async def bookkeeping_only(dependency: GrpcDependency, count: int) -> float:
+    """µs per call of the mesh path around a transport that answers at once (no network, no wait)."""
+    answer = pb.Product(id=PRODUCT)
+
+    async def attempt(conn: Any, per_try: float) -> pb.Product:
+        return answer
+
+    async def call() -> Any:
+        return await dependency.invoke("GetProduct", attempt, classify, retryable=True)
+
+    await sequential(call, count, Samples())  # warm
+    samples = Samples()
+    await sequential(call, count, samples)
+    return samples.mean_us()
+
+
+async def profile(dependency: GrpcDependency, request: pb.GetProductRequest, count: int) -> str:
+    """cProfile `count` sequential mesh calls; the top functions by own time, as text."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(count):
+        await dependency.call("GetProduct", request, idempotent=True)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(30)
+    return out.getvalue()
+
+
+async def measure(address: str, args: argparse.Namespace) -> None:
+    """Warm both clients, measure them side by side, print the tables and the ratios."""
+    request = pb.GetProductRequest(id=PRODUCT)
+    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    stub = pb_grpc.ProductCatalogServiceStub(channel)
+    dependency = GrpcDependency(
+        "productcatalog",
+        StaticResolver([address]),
+        pb_grpc.ProductCatalogServiceStub,
+        CallPolicy(timeout=TIMEOUT),
+        caller="bench",
+    )
+    modes: dict[str, Call] = {
+        "bare": lambda: stub.GetProduct(request, timeout=TIMEOUT),
+        "mesh": lambda: dependency.call("GetProduct", request, idempotent=True),
+    }
+
+    async def wide(call: Call, count: int, into: Samples) -> None:
+        await concurrent(call, count, args.concurrency, into)
+
+    try:
+        for call in modes.values():  # connect, then warm both paths (and the server)
+            await sequential(call, args.warmup, Samples())
+            await wide(call, args.warmup, Samples())
+        per_round = max(1, args.calls // args.rounds)
+        print(
+            f"GetProduct to a catalog in another process on loopback: {args.rounds} interleaved rounds of "
+            f"{per_round} calls per mode (Python {sys.version.split()[0]}, grpcio {grpc.__version__})"
+        )
+        seq = report(
+            "(a) bare vs (b) mesh, sequential:", await interleaved(modes, args.rounds, per_round, sequential)
+        )
+        conc = report(
+            f"(c) concurrency {args.concurrency}:",
+            await interleaved(modes, args.rounds, per_round, wide),
+            wall=True,
+        )
+        own = await bookkeeping_only(dependency, max(2000, per_round))
+        print(f"(d) mesh bookkeeping alone (transport answers at once): {own:.1f} µs per call")
+        print(
+            f"ratio mesh/bare: sequential {seq:.3f}, concurrency {args.concurrency} {conc:.3f} (target <= 1.05)"
+        )
+        if args.profile:
+            print(f"\ncProfile of {args.profile_calls} sequential mesh calls, by own time:")
+            print(await profile(dependency, request, args.profile_calls))
+    finally:
+        await dependency.close()
+        await channel.close()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    """Start the catalog, wait for SERVING, measure."""
+    with catalog_process() as (address, proc, log):
+        await wait_serving(address, proc, log)
+        await measure(address, args)
+
+
+def main() -> None:
+    """Parse the sizes and run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20000, help="calls per mode per measurement")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds the calls are split into")
+    parser.add_argument("--concurrency", type=int, default=16, help="calls in flight for (c)")
+    parser.add_argument("--warmup", type=int, default=2000, help="warm-up calls per mode")
+    parser.add_argument("--profile", action="store_true", help="also cProfile the mesh path")
+    parser.add_argument("--profile-calls", type=int, default=5000, help="calls to profile")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
