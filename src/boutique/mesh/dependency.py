@@ -149,11 +149,13 @@ class Dependency(Generic[Conn]):
         endpoint = next((e for e in self.balancer.endpoints if e.instance.id == instance.id), None)
 
         async def close_when_idle() -> None:
-            for _ in range(300):  # up to 30 s for in-flight calls to finish
-                if endpoint is None or endpoint.outstanding <= 0:
-                    break
-                await asyncio.sleep(0.1)
-            await self.connector.close(conn)
+            try:
+                for _ in range(300):  # up to 30 s for in-flight calls to finish
+                    if endpoint is None or endpoint.outstanding <= 0:
+                        break
+                    await asyncio.sleep(0.1)
+            finally:  # also when close() cuts the wait short: the connection is released either way
+                await self.connector.close(conn)
 
         task = asyncio.create_task(close_when_idle())
         self._closers.add(task)
@@ -377,8 +379,10 @@ class Dependency(Generic[Conn]):
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch_task
-        for task in list(self._closers):
+        retiring = list(self._closers)
+        for task in retiring:
             task.cancel()
+        await asyncio.gather(*retiring, return_exceptions=True)
         for _, conn in self._conns.values():
             await self.connector.close(conn)
         self._conns.clear()

@@ -43,7 +43,7 @@ INSTANCES = Gauge("boutique_mesh_instances", "Live instances known per service."
 DISCOVERY_UPDATES = Counter("boutique_mesh_discovery_updates", "Instance-set updates received.", ["service"])
 WATCH_LAG = Histogram(
     "boutique_mesh_registry_watch_lag_seconds",
-    "Time from a registry change to this client applying it (when the backend reports change times).",
+    "Time from a registry change to this client learning of it (registry backend).",
     ["service"],
     buckets=LATENCY_BUCKETS,
 )

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from boutique.mesh import metrics
 from boutique.mesh.discovery.base import DEFAULT_REGISTRY_URL, Publish, Registrar, Resolver, RetryPolicy
 from boutique.mesh.instance import Instance
 from boutique.mesh.registry.client import KeepAlive, RegistryClient, RegistryError
@@ -54,6 +55,7 @@ class RegistryResolver(Resolver):
             wait = self.wait
             if grace_until:
                 wait = max(0.0, min(wait, grace_until - self.clock()))
+            previous = index
             try:
                 instances, index = await self.client.instances(
                     service, index=index, wait=wait if index else None
@@ -68,6 +70,8 @@ class RegistryResolver(Resolver):
                     grace_until = self.clock() + self.recovery_grace
                 await asyncio.sleep(self.retry.delay(failures - 1))
                 continue
+            if previous and index != previous and self.client.last_changed_at is not None:
+                metrics.WATCH_LAG.labels(service).observe(max(0.0, time.time() - self.client.last_changed_at))
             if failures:
                 log.info("registry watch recovered", extra={"dependency": service, "failures": failures})
             failures = 0

@@ -50,6 +50,7 @@ class RegistryClient:
     """The registry's HTTP API on httpx.AsyncClient; every failure is a RegistryError."""
 
     def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, timeout: float = 5.0) -> None:
+        self.last_changed_at: float | None = None  # the registry's wall-clock time of the last change seen
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -152,6 +153,8 @@ class RegistryClient:
             params["status"] = "any"
         response = await self._call("GET", "/v1/services/" + _path(service), params=params, timeout=timeout)
         data = self._json(response)
+        changed_at = data.get("changed_at") if isinstance(data, dict) else None
+        self.last_changed_at = float(changed_at) if isinstance(changed_at, int | float) else None
         try:
             return [Instance.from_json(item) for item in data["instances"]], int(data["index"])
         except (KeyError, TypeError, ValueError) as exc:

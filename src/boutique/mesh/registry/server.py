@@ -335,7 +335,12 @@ class RegistryApi:
             if answer is None:
                 return Response(status_code=204)  # the client is gone; nothing will be sent
             instances, current = answer
-        body = {"service": service, "index": current, "instances": [i.to_json() for i in instances]}
+        body = {
+            "service": service,
+            "index": current,
+            "changed_at": self.state.changed_at(service),
+            "instances": [i.to_json() for i in instances],
+        }
         return JSONResponse(body, headers={INDEX_HEADER: str(current)})
 
     async def _wait(

@@ -176,6 +176,7 @@ class RegistryState:
         self._service_index: dict[str, int] = {}
         self._tombstones: dict[str, int] = {}
         self._floor = self._index
+        self._changed_at: dict[str, float] = {}
         self._watches: dict[str, _Watch] = {}
         self._generation = 0
         self._next_expiry = math.inf
@@ -340,10 +341,15 @@ class RegistryState:
             except Exception:
                 log.exception("registry removal hook failed")
 
+    def changed_at(self, service: str) -> float | None:
+        """Wall-clock time of the service's last change (lets watchers measure how late they learn of it)."""
+        return self._changed_at.get(service)
+
     def _bump(self, service: str) -> None:
         """Move the global index, stamp it on the service and wake the service's watchers."""
         self._index += 1
         self._service_index[service] = self._index
+        self._changed_at[service] = time.time()
         watch = self._watches.pop(service, None)
         if watch is not None:
             watch.event.set()
