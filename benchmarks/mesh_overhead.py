@@ -53,6 +53,7 @@ class Samples:
 
     latencies: list[int] = field(default_factory=list)
     wall_ns: int = 0
+    cpu_ns: int = 0
     calls: int = 0
 
     def mean_us(self) -> float:
@@ -67,6 +68,16 @@ class Samples:
     def wall_us(self) -> float:
         """Wall time per call in µs (the inverse of throughput)."""
         return self.wall_ns / self.calls / 1000
+
+    def cpu_us(self) -> float:
+        """CPU time of this (client) process per call in µs, all its threads together."""
+        return self.cpu_ns / self.calls / 1000
+
+    def add(self, wall_ns: int, cpu_ns: int, calls: int) -> None:
+        """Account one batch."""
+        self.wall_ns += wall_ns
+        self.cpu_ns += cpu_ns
+        self.calls += calls
 
 
 @contextlib.contextmanager
@@ -118,13 +129,12 @@ async def sequential(call: Call, count: int, into: Samples) -> None:
     """`count` calls one after another, each timed."""
     clock = time.perf_counter_ns
     latencies = into.latencies
-    began = clock()
+    began, cpu = clock(), time.process_time_ns()
     for _ in range(count):
         start = clock()
         await call()
         latencies.append(clock() - start)
-    into.wall_ns += clock() - began
-    into.calls += count
+    into.add(clock() - began, time.process_time_ns() - cpu, count)
 
 
 async def concurrent(call: Call, count: int, width: int, into: Samples) -> None:
@@ -139,10 +149,9 @@ async def concurrent(call: Call, count: int, width: int, into: Samples) -> None:
             await call()
             latencies.append(clock() - start)
 
-    began = clock()
+    began, cpu = clock(), time.process_time_ns()
     await asyncio.gather(*(worker(share + (i < extra)) for i in range(width)))
-    into.wall_ns += clock() - began
-    into.calls += count
+    into.add(clock() - began, time.process_time_ns() - cpu, count)
 
 
 async def interleaved(modes: dict[str, Call], rounds: int, per_round: int, run: Runner) -> dict[str, Samples]:
@@ -157,19 +166,24 @@ async def interleaved(modes: dict[str, Call], rounds: int, per_round: int, run: 
 
 
 def report(title: str, results: dict[str, Samples], wall: bool = False) -> float:
-    """Print one table; return mesh/bare of the mean latency (of wall time per call when `wall`)."""
+    """Print one table; return mesh/bare of the mean time per call (latency, or wall time when `wall`)."""
     print(title)
     for name, samples in results.items():
         line = (
-            f"  {name:<5} mean {samples.mean_us():7.1f} µs   p50 {samples.pct_us(50):7.1f} µs"
-            f"   p99 {samples.pct_us(99):7.1f} µs   ({samples.calls} calls"
+            f"  {name:<5} mean {samples.mean_us():7.1f} µs  p50 {samples.pct_us(50):7.1f} µs"
+            f"  p99 {samples.pct_us(99):7.1f} µs  client CPU {samples.cpu_us():6.1f} µs/call"
         )
         if wall:
-            line += f", {1e6 / samples.wall_us():,.0f} calls/s = {samples.wall_us():.1f} µs/call wall"
-        print(line + ")")
+            line += f"  {1e6 / samples.wall_us():,.0f} calls/s ({samples.wall_us():.1f} µs/call)"
+        print(line)
     bare, mesh = results["bare"], results["mesh"]
     ours, theirs = (mesh.wall_us(), bare.wall_us()) if wall else (mesh.mean_us(), bare.mean_us())
-    print(f"  ratio mesh/bare: {ours / theirs:.3f}  ({ours - theirs:+.1f} µs per call)")
+    what = "wall time per call" if wall else "mean latency"
+    print(
+        f"  mesh/bare: {what} {ours / theirs:.3f} ({ours - theirs:+.1f} µs),"
+        f" p50 {mesh.pct_us(50) / bare.pct_us(50):.3f},"
+        f" client CPU {mesh.cpu_us() / bare.cpu_us():.3f} ({mesh.cpu_us() - bare.cpu_us():+.1f} µs)"
+    )
     return ours / theirs
 
 
@@ -262,7 +276,7 @@ def main() -> None:
     """Parse the sizes and run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20000, help="calls per mode per measurement")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds the calls are split into")
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds the calls are split into")
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight for (c)")
     parser.add_argument("--warmup", type=int, default=2000, help="warm-up calls per mode")
     parser.add_argument("--profile", action="store_true", help="also cProfile the mesh path")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import psutil
 import pytest
 
@@ -79,6 +80,16 @@ def test_crashed_process_is_restarted_and_replicas_share_the_load(tmp_path: Path
                 _, call = stub.GetCart.with_call(pb.GetCartRequest(user_id="u1"), timeout=5)
                 served_by.add(dict(call.trailing_metadata())["x-served-by"])
         assert served_by == {"cart-0", "cart-1", "cart-2"}
+
+        # The replicas share one Redis (started by `up`), so every replica sees the same cart.
+        assert any(p["service"] == "redis" for p in up.state()["processes"])
+        with httpx.Client(base_url=up.url, timeout=10) as browser:
+            browser.get("/")
+            assert (
+                browser.post("/cart", data={"product_id": "9SIQT8TOJO", "quantity": "3"}).status_code == 302
+            )
+            for _ in range(9):
+                assert "Grove Bamboo Glass Jar" in browser.get("/cart").text
 
         victim = next(p for p in up.state()["processes"] if p["instance"] == "currency-0")
         os.kill(victim["pid"], signal.SIGKILL)

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from boutique.mesh import GrpcServer, ProcessInfo, ServiceBinding
+from boutique.mesh import GrpcServer, ProcessInfo, ServiceBinding, deadline
 from boutique.mesh.dependency import CallPolicy
 from boutique.mesh.discovery import Resolver
 from boutique.mesh.errors import BulkheadFull, CircuitOpen, NoInstances
@@ -72,7 +72,9 @@ class Controllable:
         self.cancelled = 0
         self.release = asyncio.Event()
 
-    async def GetProduct(self, request: pb.GetProductRequest, context: grpc.aio.ServicerContext) -> pb.Product:
+    async def GetProduct(
+        self, request: pb.GetProductRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Product:
         """Count the call, then behave as the mode says; the answer names this instance."""
         self.calls += 1
         self.in_flight += 1
@@ -92,7 +94,9 @@ class Controllable:
         finally:
             self.in_flight -= 1
 
-    async def ListProducts(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.ListProductsResponse:
+    async def ListProducts(
+        self, request: pb.Empty, context: grpc.aio.ServicerContext
+    ) -> pb.ListProductsResponse:
         """Unused by the tests; the service descriptor needs it."""
         return pb.ListProductsResponse()
 
@@ -182,7 +186,9 @@ def grpc_dependency(
     """A GrpcDependency on the backends (no breaker unless the policy names one)."""
     policy.setdefault("breaker", None)
     resolver = ManualResolver([b.instance for b in backends])
-    dependency = GrpcDependency(name or unique("catalog"), resolver, STUB, CallPolicy(**policy), caller="test")
+    dependency = GrpcDependency(
+        name or unique("catalog"), resolver, STUB, CallPolicy(**policy), caller="test"
+    )
     made.append(dependency)
     return dependency, resolver
 
@@ -206,19 +212,24 @@ async def test_instances_name_themselves_in_the_served_by_trailer(start_backends
 # ---- retries -----------------------------------------------------------------------------------------
 
 
-async def test_idempotent_call_is_retried_on_another_instance(start_backends: Start, dependencies: list[Any]) -> None:
+async def test_idempotent_call_is_retried_on_another_instance(
+    start_backends: Start, dependencies: list[Any]
+) -> None:
     down, up = await start_backends("down", "up")
     down.servicer.mode = "unavailable"
-    dependency, _ = grpc_dependency(dependencies, [down, up], balancer="round_robin")
-    retries_before = sample("boutique_mesh_client_retries_total", dependency=dependency.name, method="GetProduct")
+    dependency, _ = grpc_dependency(dependencies, [down, up])  # least_request: random first picks
+    dependency.detector.consecutive_failures = 10**6  # keep the failing instance in rotation
 
-    answers = [await dependency.call("GetProduct", request(), idempotent=True) for _ in range(4)]
+    for n in range(1, 21):
+        tries_before = down.servicer.calls
+        answer = await dependency.call("GetProduct", request(), idempotent=True)
+        assert answer.name == "up"
+        assert down.servicer.calls - tries_before <= 1, "a retry went back to the instance that failed"
+        assert up.servicer.calls == n
 
-    assert [a.name for a in answers] == ["up"] * 4
-    assert down.servicer.calls >= 1, "round robin never sent a first try to the failing instance"
+    assert down.servicer.calls >= 1, "no first try ever went to the failing instance"
     retries = sample("boutique_mesh_client_retries_total", dependency=dependency.name, method="GetProduct")
-    assert retries - retries_before == down.servicer.calls
-    assert up.servicer.calls == 4
+    assert retries == down.servicer.calls
 
 
 async def test_non_idempotent_call_is_not_retried(start_backends: Start, dependencies: list[Any]) -> None:
@@ -267,7 +278,9 @@ async def test_retry_budget_stops_retries_when_every_instance_fails(
 # ---- outlier ejection ----------------------------------------------------------------------------
 
 
-async def test_killed_instance_is_ejected_and_then_avoided(start_backends: Start, dependencies: list[Any]) -> None:
+async def test_killed_instance_is_ejected_and_then_avoided(
+    start_backends: Start, dependencies: list[Any]
+) -> None:
     doomed, survivor = await start_backends("doomed", "survivor")
     dependency, _ = grpc_dependency(dependencies, [doomed, survivor], balancer="round_robin")
     dependency.detector.base_ejection = dependency.detector.max_ejection = 120.0  # outlasts the test
@@ -308,10 +321,10 @@ class Front:
     outcome: asyncio.Future[tuple[BaseException | None, float]] | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
-    async def GetProduct(self, request: pb.GetProductRequest, context: grpc.aio.ServicerContext) -> pb.Product:
+    async def GetProduct(
+        self, request: pb.GetProductRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Product:
         """Make the outgoing call in a shielded task, so only the deadline (not our cancellation) ends it."""
-        from boutique.mesh import deadline
-
         self.incoming_remaining.append(deadline.remaining())
         task = asyncio.create_task(self._outgoing(request))  # copies the context, deadline included
         self.tasks.append(task)
@@ -328,7 +341,9 @@ class Front:
         self.outcome.set_result((None, time.monotonic() - began))
         return answer
 
-    async def ListProducts(self, request: pb.Empty, context: grpc.aio.ServicerContext) -> pb.ListProductsResponse:
+    async def ListProducts(
+        self, request: pb.Empty, context: grpc.aio.ServicerContext
+    ) -> pb.ListProductsResponse:
         """Unused."""
         return pb.ListProductsResponse()
 
@@ -339,7 +354,9 @@ class Front:
         return pb.SearchProductsResponse()
 
 
-async def test_incoming_deadline_bounds_the_outgoing_call(start_backends: Start, dependencies: list[Any]) -> None:
+async def test_incoming_deadline_bounds_the_outgoing_call(
+    start_backends: Start, dependencies: list[Any]
+) -> None:
     policy_timeout = 60.0
     incoming_deadline = 1.0
     (hanging,) = await start_backends("hanging")
@@ -372,8 +389,6 @@ async def test_incoming_deadline_bounds_the_outgoing_call(start_backends: Start,
 
 
 async def test_explicit_timeout_cannot_outlive_the_incoming_deadline() -> None:
-    from boutique.mesh import deadline
-
     with deadline.deadline_in(0.5):
         assert deadline.bound(30.0) <= 0.5
         with deadline.deadline_in(10.0):  # a nested, longer deadline never extends the outer one
@@ -538,7 +553,15 @@ async def test_empty_instance_set_is_no_instances(dependencies: list[Any]) -> No
         await dependency.call("GetProduct", request(), idempotent=True)
     answer = await dependency.call("GetProduct", request(), fallback=lambda exc: pb.Product(name="fallback"))
     assert answer.name == "fallback"
-    assert sample("boutique_mesh_client_calls_total", dependency=dependency.name, method="GetProduct", outcome="no_instances") == 2
+    assert (
+        sample(
+            "boutique_mesh_client_calls_total",
+            dependency=dependency.name,
+            method="GetProduct",
+            outcome="no_instances",
+        )
+        == 2
+    )
 
 
 async def test_full_bulkhead_refuses_at_once(start_backends: Start, dependencies: list[Any]) -> None:

@@ -53,3 +53,13 @@ def test_registry_discovery_starts_the_registry_first_and_pins_nothing(tmp_path:
         assert plan.env["BOUTIQUE_REGISTRY_URL"] == "http://127.0.0.1:17600"
         assert plan.env["BOUTIQUE_DISCOVERY"] == "registry"
         assert not any(key.endswith("_SERVICE_ADDR") for key in plan.env)
+
+
+def test_shared_redis_for_cart_replicas(tmp_path: Path) -> None:
+    plans = build_plan(UpOptions(data_dir=tmp_path, replicas={"cart": 2}, redis=True))
+    (redis,) = [p for p in plans if p.kind == "redis"]
+    assert redis.argv[0] == "redis-server" and str(redis.port) in redis.argv
+    assert (tmp_path / "redis").is_dir()
+    carts = [p for p in plans if p.service == "cart"]
+    assert all(p.env["REDIS_ADDR"] == redis.address for p in carts)
+    assert all("REDIS_ADDR" not in p.env for p in plans if p.service != "cart")

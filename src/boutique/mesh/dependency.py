@@ -36,11 +36,23 @@ from boutique.mesh.resilience import (
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("boutique.mesh")
+_NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 
 Conn = TypeVar("Conn")
 T = TypeVar("T")
 
 STATE_VALUES = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2, "FORCED_OPEN": 3, "DISABLED": 4}
+
+
+def _call_span(name: str) -> contextlib.AbstractContextManager[trace.Span]:
+    """A span for one logical call, made current; without an OpenTelemetry SDK, the current span as it is.
+
+    With no SDK installed the API's tracer hands back the current (non-recording) span anyway, so
+    skipping it changes nothing observable and saves the context switch on every call.
+    """
+    if isinstance(trace.get_tracer_provider(), _NO_SDK):
+        return contextlib.nullcontext(trace.get_current_span())
+    return tracer.start_as_current_span(name)
 
 
 class Outcome(enum.Enum):
@@ -111,6 +123,9 @@ class Dependency(Generic[Conn]):
         self._watch_task: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self.on_closed: Callable[[], None] | None = None
+        # Prometheus children by label values: `metric.labels(...)` costs more than the update itself.
+        self._call_counters: dict[tuple[str, str], Any] = {}
+        self._latency_histograms: dict[str, Any] = {}
 
     # ---- membership -------------------------------------------------------------------------
 
@@ -188,6 +203,21 @@ class Dependency(Generic[Conn]):
 
     # ---- calls ------------------------------------------------------------------------------
 
+    def _count_call(self, method: str, outcome: str, seconds: float | None = None) -> None:
+        """Count a finished call by outcome and, when `seconds` is given, observe its latency."""
+        counter = self._call_counters.get((method, outcome))
+        if counter is None:
+            counter = self._call_counters[method, outcome] = metrics.CLIENT_CALLS.labels(
+                self.name, method, outcome
+            )
+        counter.inc()
+        if seconds is None:
+            return
+        histogram = self._latency_histograms.get(method)
+        if histogram is None:
+            histogram = self._latency_histograms[method] = metrics.CLIENT_LATENCY.labels(self.name, method)
+        histogram.observe(seconds)
+
     async def start_and_wait(self, timeout: float = 5.0) -> list[Instance]:
         """Start discovery and wait for its first answer; returns the instances (possibly none)."""
         await self._first_instances(timeout)
@@ -254,12 +284,12 @@ class Dependency(Generic[Conn]):
         total = deadline.bound(timeout or self.policy.timeout)
         ends = began + total
         outcome = "error"
-        with tracer.start_as_current_span(f"mesh {self.name}.{method}") as span:
+        with _call_span(f"mesh {self.name}.{method}") as span:
             span.set_attribute("mesh.dependency", self.name)
             try:
                 slot = self.bulkhead.acquire() if self.bulkhead else None
             except BulkheadFullError as exc:
-                metrics.CLIENT_CALLS.labels(self.name, method, "bulkhead_full").inc()
+                self._count_call(method, "bulkhead_full")
                 raise BulkheadFull(f"{self.name}: {exc}") from exc
             try:
                 try:
@@ -290,8 +320,7 @@ class Dependency(Generic[Conn]):
             finally:
                 if slot is not None:
                     slot.release()
-                metrics.CLIENT_CALLS.labels(self.name, method, outcome).inc()
-                metrics.CLIENT_LATENCY.labels(self.name, method).observe(time.monotonic() - began)
+                self._count_call(method, outcome, time.monotonic() - began)
 
     async def _attempts(
         self,
@@ -302,7 +331,8 @@ class Dependency(Generic[Conn]):
         ends: float,
         span: trace.Span,
     ) -> T:
-        await self._first_instances(ends - time.monotonic())
+        if not self._resolved.is_set():
+            await self._first_instances(ends - time.monotonic())
         self.budget.record_request()
         tried: list[str] = []
         number = 0

@@ -45,7 +45,7 @@ def breaker_events(mesh: Mesh, host: str) -> list[dict[str, Any]]:
 
 
 def build_app(mesh: Mesh, token: str | None, health: Callable[[], bool] = lambda: True) -> Starlette:
-    """The status app; every route needs the bearer token when one is configured."""
+    """The status app; every route but /healthz (for probes) needs the bearer token when one is configured."""
     host = socket.gethostname()
 
     def authorised(request: Request) -> bool:

@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="registry (default): services register and find each other by name; "
         "static: fixed *_SERVICE_ADDR lists, no registry",
     )
+    parser.add_argument(
+        "--redis",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="run redis-server for the carts: auto (default) when cart has replicas and redis-server is installed",
+    )
     parser.add_argument("--replicas", default="", help="instances per service, e.g. cart=3,currency=2")
     parser.add_argument("--no-load", dest="load", action="store_false", help="do not run the load generator")
     parser.add_argument("--users", type=int, default=10, help="simulated shoppers (default 10)")

@@ -33,9 +33,16 @@ class ProcessPlan:
         """host:port it listens on (empty for the load generator)."""
         return f"{HOST}:{self.port}" if self.port else ""
 
+    data_dir: str = ""
+
     @property
     def argv(self) -> list[str]:
-        """The command line: this Python running `boutique serve <service>` (or the registry)."""
+        """The command line: this Python running `boutique serve <service>` (or the registry, or Redis)."""
+        if self.kind == "redis":
+            return [
+                "redis-server", "--port", str(self.port), "--bind", HOST, "--dir", self.data_dir,
+                "--appendonly", "yes", "--save", "", "--protected-mode", "yes",
+            ]  # fmt: skip
         if self.kind == "registry":
             return [sys.executable, "-m", "boutique.cli", "registry", "--port", str(self.port)]
         return [sys.executable, "-m", "boutique.cli", "serve", self.service]
@@ -53,6 +60,7 @@ class UpOptions:
     spawn_rate: float = 1.0
     discovery: str = "registry"
     registry_port: int = 7600
+    redis: bool = False
 
     @property
     def registry_url(self) -> str | None:
@@ -85,6 +93,10 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
     plans: list[ProcessPlan] = []
     if options.registry_url:
         plans.append(ProcessPlan("registry", 0, "registry", options.registry_port))
+    if options.redis:
+        redis_dir = options.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        plans.append(ProcessPlan("redis", 0, "redis", free_port(HOST), data_dir=str(redis_dir)))
     for name in [*BACKENDS, "frontend"]:
         for index in range(options.replicas.get(name, 1)):
             port = options.frontend_port if name == "frontend" and index == 0 else free_port(HOST)
@@ -112,6 +124,8 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
         }
         if options.registry_url:
             plan.env["BOUTIQUE_REGISTRY_URL"] = options.registry_url
+        if options.redis and plan.service == "cart":
+            plan.env["REDIS_ADDR"] = next(p.address for p in plans if p.kind == "redis")
         if plan.kind == "load":
             plan.env |= {
                 "FRONTEND_URL": f"http://{HOST}:{options.frontend_port}",

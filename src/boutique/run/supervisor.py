@@ -23,6 +23,7 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
 PROBE_FAST = 0.2
 PROBE_SLOW = 2.0
+FIRST = ("registry", "redis")  # infrastructure the services need before they start
 # A probe channel must notice a process that has just started listening, not sit out gRPC's default
 # reconnect backoff (1 s growing to 2 min) after the first refused connection.
 FAST_RECONNECT = (
@@ -86,13 +87,13 @@ class Supervisor:
         """Start the registry, then every service (the load generator once the frontends serve)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._tasks.append(asyncio.create_task(self._probe_loop()))
-        first = [c for c in self.children if c.plan.kind == "registry"]
+        first = [c for c in self.children if c.plan.kind in FIRST]
         for child in first:
             await self._spawn(child)
         if first:
-            await self.wait_ready(30.0, lambda c: c.plan.kind == "registry")
+            await self.wait_ready(30.0, lambda c: c.plan.kind in FIRST)
         for child in self.children:
-            if child.plan.kind not in ("load", "registry") and not self.stopping:
+            if child.plan.kind not in ("load", *FIRST) and not self.stopping:
                 await self._spawn(child)
         for child in self.children:
             self._tasks.append(asyncio.create_task(self._watch(child)))
@@ -161,7 +162,9 @@ class Supervisor:
             self._set_state(child, "running")
             return
         try:
-            if plan.kind == "grpc":
+            if plan.kind == "redis":
+                state = await _ping_redis(plan.address)
+            elif plan.kind == "grpc":
                 channel = self._channels.get(plan.address)
                 if channel is None:
                     channel = self._channels[plan.address] = grpc.aio.insecure_channel(
@@ -174,7 +177,7 @@ class Supervisor:
                 path = "/v1/health" if plan.kind == "registry" else "/_healthz"
                 response = await self._http.get(f"http://{plan.address}{path}")
                 state = "SERVING" if response.status_code == 200 else f"HTTP {response.status_code}"
-        except (grpc.aio.AioRpcError, httpx.HTTPError):
+        except (grpc.aio.AioRpcError, httpx.HTTPError, OSError, TimeoutError):
             state = "starting" if child.serving_since is None else "unreachable"
         if child.pid is not None and not self.stopping:
             self._set_state(child, state)
@@ -197,8 +200,8 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         loadgen = [c for c in self.children if c.plan.kind == "load"]
         others = [c for c in self.children if c.plan.kind != "load"]
-        registry = [c for c in others if c.plan.kind == "registry"]
-        services = [c for c in others if c.plan.kind != "registry"]
+        registry = [c for c in others if c.plan.kind in FIRST]
+        services = [c for c in others if c.plan.kind not in FIRST]
         for group in (loadgen, services, registry):
             await self._terminate(group, grace)
         for channel in self._channels.values():
@@ -222,6 +225,19 @@ class Supervisor:
             self._set_state(child, "stopped")
 
         await asyncio.gather(*(reap(c) for c in running))
+
+
+async def _ping_redis(address: str) -> str:
+    """SERVING when Redis answers PING."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+    try:
+        writer.write(b"PING\r\n")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.readline(), 1.0)
+    finally:
+        writer.close()
+    return "SERVING" if reply.startswith(b"+PONG") else "starting"
 
 
 def _signal_group(child: Child, sig: signal.Signals) -> None:

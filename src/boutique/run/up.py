@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -39,6 +40,21 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"boutique up: {exc}", file=sys.stderr)
         return 2
     data_dir = args.data_dir.resolve()
+    have_redis = shutil.which("redis-server") is not None
+    wants_shared_carts = replicas.get("cart", 1) > 1 and not os.environ.get("REDIS_ADDR")
+    redis = args.redis == "on" or (args.redis == "auto" and wants_shared_carts and have_redis)
+    if args.redis == "on" and not have_redis:
+        print(
+            "boutique up: --redis on needs redis-server (Debian: apt-get install redis-server)",
+            file=sys.stderr,
+        )
+        return 2
+    if wants_shared_carts and not redis:
+        print(
+            "boutique up: note: cart replicas keep carts in memory each, so a shopper's cart depends on the "
+            "replica that answers; install redis-server (or use --redis on) to share them",
+            file=sys.stderr,
+        )
     options = UpOptions(
         data_dir=data_dir,
         frontend_port=args.frontend_port,
@@ -48,6 +64,7 @@ def run_up(args: argparse.Namespace) -> int:
         spawn_rate=args.spawn_rate,
         discovery=args.discovery,
         registry_port=args.registry_port,
+        redis=redis,
     )
     live = sys.stdout.isatty() and not args.plain
     try:
