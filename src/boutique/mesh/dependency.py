@@ -55,6 +55,14 @@ def _call_span(name: str) -> contextlib.AbstractContextManager[trace.Span]:
     return tracer.start_as_current_span(name)
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """A deadline ran out: Python's TimeoutError or a gRPC DEADLINE_EXCEEDED (duck-typed, any transport)."""
+    if isinstance(exc, TimeoutError) or type(exc).__name__.endswith("TimeoutException"):
+        return True
+    code = getattr(exc, "code", None)
+    return callable(code) and getattr(code(), "name", "") == "DEADLINE_EXCEEDED"
+
+
 class Outcome(enum.Enum):
     """How a failed attempt counts."""
 
