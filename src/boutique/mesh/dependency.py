@@ -314,7 +314,7 @@ class Dependency(Generic[Conn]):
                     kind = classify(exc) if isinstance(exc, Exception) else None
                     if permit is not None:
                         if kind in (Outcome.TRANSIENT, Outcome.FAILURE) or isinstance(exc, NoInstances):
-                            permit.failure(time.monotonic() - began)
+                            permit.failure(time.monotonic() - began, timeout=_is_timeout(exc))
                         else:
                             permit.ignore()
                     outcome = "no_instances" if isinstance(exc, NoInstances) else "error"
