@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from boutique.mesh.dependency import CallPolicy, Dependency
 from boutique.mesh.discovery import resolver_from_env
 from boutique.mesh.grpc_client import GrpcDependency
+from boutique.mesh.http_client import HttpDependency
+
+
+D = TypeVar("D", bound=Dependency[Any])
 
 
 class Mesh:
@@ -45,16 +49,32 @@ class Mesh:
         existing = self.dependencies.get(service)
         if isinstance(existing, GrpcDependency):
             return existing
-        dependency = GrpcDependency(
-            service, resolver_from_env(service, address_variable), stub_factory, policy, self.caller
-        )
-        self.dependencies[service] = dependency
-        dependency.on_closed = lambda: self._forget(service, dependency)
-        return dependency
+        resolver = resolver_from_env(service, address_variable)
+        return self._add(service, GrpcDependency(service, resolver, stub_factory, policy, self.caller))
 
     def _forget(self, service: str, dependency: Dependency[Any]) -> None:
         if self.dependencies.get(service) is dependency:
             del self.dependencies[service]
+
+    def http(
+        self,
+        service: str,
+        policy: CallPolicy | None = None,
+        address_variable: str | None = None,
+        port: str = "http",
+    ) -> HttpDependency:
+        """The HTTP dependency on `service` (its instances' `port`), one per service and process."""
+        existing = self.dependencies.get(service)
+        if isinstance(existing, HttpDependency):
+            return existing
+        resolver = resolver_from_env(service, address_variable)
+        return self._add(service, HttpDependency(service, resolver, policy, self.caller, port=port))
+
+    def _add(self, service: str, dependency: D) -> D:
+        """Keep the dependency until it is closed."""
+        self.dependencies[service] = dependency
+        dependency.on_closed = lambda: self._forget(service, dependency)
+        return dependency
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every dependency's state, for /mesh/status."""
