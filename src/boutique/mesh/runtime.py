@@ -13,7 +13,6 @@ from boutique.mesh.discovery import resolver_from_env
 from boutique.mesh.grpc_client import GrpcDependency
 from boutique.mesh.http_client import HttpDependency
 
-
 D = TypeVar("D", bound=Dependency[Any])
 
 
