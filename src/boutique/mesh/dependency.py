@@ -44,7 +44,7 @@ T = TypeVar("T")
 STATE_VALUES = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2, "FORCED_OPEN": 3, "DISABLED": 4}
 
 
-def _call_span(name: str) -> contextlib.AbstractContextManager[trace.Span]:
+def _call_span(dependency: str, method: str) -> contextlib.AbstractContextManager[trace.Span]:
     """A span for one logical call, made current; without an OpenTelemetry SDK, the current span as it is.
 
     With no SDK installed the API's tracer hands back the current (non-recording) span anyway, so
@@ -52,7 +52,7 @@ def _call_span(name: str) -> contextlib.AbstractContextManager[trace.Span]:
     """
     if isinstance(trace.get_tracer_provider(), _NO_SDK):
         return contextlib.nullcontext(trace.get_current_span())
-    return tracer.start_as_current_span(name)
+    return tracer.start_as_current_span(f"mesh {dependency}.{method}")
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -292,8 +292,10 @@ class Dependency(Generic[Conn]):
         total = deadline.bound(timeout or self.policy.timeout)
         ends = began + total
         outcome = "error"
-        with _call_span(f"mesh {self.name}.{method}") as span:
-            span.set_attribute("mesh.dependency", self.name)
+        with _call_span(self.name, method) as span:
+            recording = span.is_recording()  # attributes on a non-recording span are dropped: skip them
+            if recording:
+                span.set_attribute("mesh.dependency", self.name)
             try:
                 slot = self.bulkhead.acquire() if self.bulkhead else None
             except BulkheadFullError as exc:
@@ -306,10 +308,10 @@ class Dependency(Generic[Conn]):
                     outcome = "short_circuited"
                     span.set_attribute("mesh.breaker.state", "OPEN")
                     raise CircuitOpen(f"{self.name}: circuit open ({exc})") from exc
-                if self.breaker is not None:
+                if self.breaker is not None and recording:
                     span.set_attribute("mesh.breaker.state", self.breaker.state.name)
                 try:
-                    result = await self._attempts(method, attempt, classify, retryable, ends, span)
+                    result = await self._attempts(method, attempt, classify, retryable, ends, span, recording)
                 except BaseException as exc:
                     kind = classify(exc) if isinstance(exc, Exception) else None
                     if permit is not None:
@@ -338,6 +340,7 @@ class Dependency(Generic[Conn]):
         retryable: bool,
         ends: float,
         span: trace.Span,
+        recording: bool = True,
     ) -> T:
         if not self._resolved.is_set():
             await self._first_instances(ends - time.monotonic())
@@ -355,8 +358,9 @@ class Dependency(Generic[Conn]):
             if pair is None:  # membership changed between pick and here
                 raise NoInstances(f"instance {instance.id} of {self.name} just left")
             tried.append(instance.id)
-            span.set_attribute("mesh.instance", instance.id)
-            span.set_attribute("mesh.attempt", number)
+            if recording:
+                span.set_attribute("mesh.instance", instance.id)
+                span.set_attribute("mesh.attempt", number)
             left = ends - time.monotonic()
             per_try = min(left, self.policy.per_try_timeout or left)
             endpoint.on_start()
