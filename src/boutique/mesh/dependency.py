@@ -44,13 +44,37 @@ T = TypeVar("T")
 STATE_VALUES = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2, "FORCED_OPEN": 3, "DISABLED": 4}
 
 
+class _SdkWatch:
+    """Whether an OpenTelemetry SDK provider is installed, looked up at most once a second.
+
+    A provider, once set, is never replaced (the API refuses), so a positive answer is kept for good;
+    while there is none the answer is refreshed each second, cheaper than asking on every call.
+    """
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.checked_at = -1.0
+
+    def __call__(self) -> bool:
+        if self.installed:
+            return True
+        now = time.monotonic()
+        if now - self.checked_at >= 1.0:
+            self.checked_at = now
+            self.installed = not isinstance(trace.get_tracer_provider(), _NO_SDK)
+        return self.installed
+
+
+_sdk_installed = _SdkWatch()
+
+
 def _call_span(dependency: str, method: str) -> contextlib.AbstractContextManager[trace.Span]:
     """A span for one logical call, made current; without an OpenTelemetry SDK, the current span as it is.
 
     With no SDK installed the API's tracer hands back the current (non-recording) span anyway, so
     skipping it changes nothing observable and saves the context switch on every call.
     """
-    if isinstance(trace.get_tracer_provider(), _NO_SDK):
+    if not _sdk_installed():
         return contextlib.nullcontext(trace.get_current_span())
     return tracer.start_as_current_span(f"mesh {dependency}.{method}")
 
@@ -289,8 +313,7 @@ class Dependency(Generic[Conn]):
         timeout: float | None,
     ) -> T:
         began = time.monotonic()
-        total = deadline.bound(timeout or self.policy.timeout)
-        ends = began + total
+        ends = began + deadline.bound(timeout or self.policy.timeout)
         outcome = "error"
         with _call_span(self.name, method) as span:
             recording = span.is_recording()  # attributes on a non-recording span are dropped: skip them
@@ -308,7 +331,7 @@ class Dependency(Generic[Conn]):
                     outcome = "short_circuited"
                     span.set_attribute("mesh.breaker.state", "OPEN")
                     raise CircuitOpen(f"{self.name}: circuit open ({exc})") from exc
-                if self.breaker is not None and recording:
+                if recording and self.breaker is not None:
                     span.set_attribute("mesh.breaker.state", self.breaker.state.name)
                 try:
                     result = await self._attempts(method, attempt, classify, retryable, ends, span, recording)
@@ -323,8 +346,9 @@ class Dependency(Generic[Conn]):
                     if kind is Outcome.CALLER_ERROR:
                         outcome = "ok"
                     raise
+                finished = time.monotonic()
                 if permit is not None:
-                    permit.success(time.monotonic() - began)
+                    permit.success(finished - began)
                 outcome = "ok"
                 return result
             finally:
@@ -340,17 +364,19 @@ class Dependency(Generic[Conn]):
         retryable: bool,
         ends: float,
         span: trace.Span,
-        recording: bool = True,
+        recording: bool,
     ) -> T:
+        """Try instances until one answers, retrying elsewhere on transient failures when allowed."""
         if not self._resolved.is_set():
             await self._first_instances(ends - time.monotonic())
         self.budget.record_request()
+        balancer = self.balancer
         tried: list[str] = []
         number = 0
         while True:
             number += 1
             try:
-                endpoint = self.balancer.pick(exclude=tried)
+                endpoint = balancer.pick(exclude=tried)
             except NoEndpointError as exc:
                 raise NoInstances(f"no live instance of {self.name}") from exc
             instance = endpoint.instance
@@ -361,15 +387,16 @@ class Dependency(Generic[Conn]):
             if recording:
                 span.set_attribute("mesh.instance", instance.id)
                 span.set_attribute("mesh.attempt", number)
-            left = ends - time.monotonic()
-            per_try = min(left, self.policy.per_try_timeout or left)
-            endpoint.on_start()
             started = time.monotonic()
+            per_try = self.policy.per_try_timeout
+            left = ends - started
+            endpoint.on_start()
             try:
-                result = await attempt(pair[1], max(per_try, 0.0))
+                result = await attempt(pair[1], max(0.0, min(left, per_try) if per_try else left))
             except Exception as exc:
                 kind = classify(exc)
-                self.balancer.report(endpoint, kind is Outcome.CALLER_ERROR, time.monotonic() - started)
+                now = time.monotonic()
+                balancer.report(endpoint, kind is Outcome.CALLER_ERROR, now - started, now)
                 if not self._should_retry(kind, retryable, number, ends, method):
                     raise
                 delay = full_jitter(number - 1, self.policy.backoff_base, self.policy.backoff_cap)
@@ -378,9 +405,11 @@ class Dependency(Generic[Conn]):
                 await asyncio.sleep(min(delay, max(0.0, ends - time.monotonic())))
                 continue
             except BaseException:
-                self.balancer.report(endpoint, True, time.monotonic() - started)  # cancelled: not its fault
+                now = time.monotonic()
+                balancer.report(endpoint, True, now - started, now)  # cancelled: not the instance's fault
                 raise
-            self.balancer.report(endpoint, True, time.monotonic() - started)
+            now = time.monotonic()
+            balancer.report(endpoint, True, now - started, now)
             return result
 
     def _should_retry(self, kind: Outcome, retryable: bool, number: int, ends: float, method: str) -> bool:

@@ -50,6 +50,7 @@ class OutlierDetector:
         self.clock = clock
         self.on_event = on_event
         self.ejections_total = 0
+        self.held_out = 0  # endpoints ejected and not yet returned (lets picks skip the checks when 0)
         self.ejections_skipped = 0
 
     def record(
@@ -97,6 +98,7 @@ class OutlierDetector:
             endpoint.times_ejected = max(0, endpoint.times_ejected - forgiven)
         endpoint.times_ejected += 1
         endpoint.ejected = True
+        self.held_out += 1
         endpoint.ejected_until = now + self.ejection_time(endpoint.times_ejected)
         self.ejections_total += 1
         self._emit(EJECTED, endpoint)
@@ -105,6 +107,7 @@ class OutlierDetector:
         """Put an ejected endpoint back once its time is up, with a fresh failure streak."""
         if endpoint.ejected and now >= endpoint.ejected_until:
             endpoint.ejected = False
+            self.held_out = max(0, self.held_out - 1)
             endpoint.consecutive_failures = 0
             endpoint.returned_at = endpoint.ejected_until
             self._emit(RETURNED, endpoint)

@@ -68,6 +68,10 @@ class Balancer(ABC):
         if not self._endpoints:
             raise NoEndpointError("no endpoints to pick from")
         now = self._now(now)
+        if not exclude and (self.detector is None or self.detector.held_out == 0):
+            # The common case: nobody ejected, nothing to avoid — every endpoint is a candidate.
+            endpoints = self._endpoints
+            return endpoints[0] if len(endpoints) == 1 else self._choose(endpoints, now)
         if self.detector is not None:
             self.detector.refresh(self._endpoints, now)
         available = [e for e in self._endpoints if not e.is_ejected(now)]
@@ -82,7 +86,7 @@ class Balancer(ABC):
         """Record a request's end on its endpoint and let the outlier detector judge it."""
         now = self._now(now)
         endpoint.on_finish(ok, latency, now)
-        if self.detector is not None:
+        if self.detector is not None and not (ok and not endpoint.ejected):
             self.detector.record(endpoint, ok, self._endpoints, now)
 
     @abstractmethod
