@@ -1,16 +1,9 @@
-"""Client side for static addresses: one channel per endpoint, picked round-robin."""
+"""Static endpoint lists, as the `*_SERVICE_ADDR` variables give them."""
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
-
-import grpc
-
-Stub = TypeVar("Stub")
 
 
 @dataclass(frozen=True)
@@ -41,27 +34,3 @@ class StaticEndpoints:
             return cls.parse(value)
         except ValueError as exc:
             raise RuntimeError(f"{variable}: {exc}") from exc
-
-
-class ChannelPool(Generic[Stub]):
-    """One grpc.aio channel and stub per endpoint; `stub()` returns the next one round-robin."""
-
-    def __init__(self, endpoints: StaticEndpoints, stub_factory: Callable[[grpc.aio.Channel], Stub]) -> None:
-        self.endpoints = endpoints
-        self._channels = [grpc.aio.insecure_channel(address) for address in endpoints.addresses]
-        self._stubs: Sequence[Stub] = [stub_factory(channel) for channel in self._channels]
-        self._next = itertools.cycle(range(len(self._stubs)))
-
-    def stub(self) -> Stub:
-        """The stub for the next endpoint."""
-        return self._stubs[next(self._next)]
-
-    async def close(self) -> None:
-        """Close every channel."""
-        for channel in self._channels:
-            await channel.close()
-
-
-def call_metadata(pairs: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
-    """Metadata tuple for an outgoing call."""
-    return tuple((pairs or {}).items())

@@ -86,6 +86,16 @@ class ShopClient:
         await self.dependency.close()
 
 
+class OptionalShopClient(ShopClient):
+    """A client of a service the pages can do without: a short deadline, a breaker that also trips on
+    slow answers, and a fallback per call (see the recommendation and ad clients)."""
+
+    @classmethod
+    def policy(cls, timeout: float = DEFAULT_TIMEOUT) -> CallPolicy:
+        """Answer fast or not at all."""
+        return CallPolicy(timeout=min(timeout, OPTIONAL_TIMEOUT), breaker=OPTIONAL_BREAKER)
+
+
 def binding(service_name: str, servicer: object) -> ServiceBinding:
     """Bind a servicer to `hipstershop.<service_name>`."""
     return ServiceBinding(pb.DESCRIPTOR.services_by_name[service_name], servicer)

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from boutique.mesh.dependency import CallPolicy
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.proto import demo_pb2_grpc as pb_grpc
-from boutique.shop.rpc import DEFAULT_TIMEOUT, OPTIONAL_BREAKER, OPTIONAL_TIMEOUT, ShopClient
+from boutique.shop.rpc import OptionalShopClient
 
 # Shown when the ad service is unavailable.
 HOUSE_AD = pb.Ad(redirect_url="/", text="Boutique: small things, well made. See the whole collection.")
 
 
-class AdClient(ShopClient):
+class AdClient(OptionalShopClient):
     """Calls hipstershop.AdService; errors arrive as boutique.shop.errors types."""
 
     service = "ad"
     address_variable = "AD_SERVICE_ADDR"
     stub_type = pb_grpc.AdServiceStub
     idempotent = frozenset({"GetAds"})
-
-    @classmethod
-    def policy(cls, timeout: float = DEFAULT_TIMEOUT) -> CallPolicy:
-        """Optional on every page: a short deadline and a breaker that also trips on slow answers."""
-        return CallPolicy(timeout=min(timeout, OPTIONAL_TIMEOUT), breaker=OPTIONAL_BREAKER)
 
     async def get_ads(self, context_keys: list[str]) -> list[pb.Ad]:
         """Ads for the categories in `context_keys` (two random ads when none match; the house ad if down)."""

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from boutique.mesh.dependency import CallPolicy
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.proto import demo_pb2_grpc as pb_grpc
-from boutique.shop.rpc import DEFAULT_TIMEOUT, OPTIONAL_BREAKER, OPTIONAL_TIMEOUT, ShopClient
+from boutique.shop.rpc import OptionalShopClient
 
 # The curated "featured products" shown when recommendations are unavailable.
 FEATURED = ("1YMWWN1N4O", "L9ECAV7KIM", "0PUK6V6EV0", "OLJCESPC7Z", "6E92ZMYYFZ", "2ZYFJ3GM2N")
 
 
-class RecommendationClient(ShopClient):
+class RecommendationClient(OptionalShopClient):
     """Calls hipstershop.RecommendationService; errors arrive as boutique.shop.errors types."""
 
     service = "recommendation"
     address_variable = "RECOMMENDATION_SERVICE_ADDR"
     stub_type = pb_grpc.RecommendationServiceStub
     idempotent = frozenset({"ListRecommendations"})
-
-    @classmethod
-    def policy(cls, timeout: float = DEFAULT_TIMEOUT) -> CallPolicy:
-        """Optional on every page: a short deadline and a breaker that also trips on slow answers."""
-        return CallPolicy(timeout=min(timeout, OPTIONAL_TIMEOUT), breaker=OPTIONAL_BREAKER)
 
     async def list_recommendations(self, user_id: str, product_ids: list[str]) -> list[str]:
         """Ids of up to five products to suggest to `user_id`, none of `product_ids` (featured ones if down)."""
