@@ -306,7 +306,7 @@ def test_serve_loadgen_reads_the_environment_and_keeps_locusts_exit_code(tmp_pat
             FRONTEND_URL=shop.url,
             LOADGEN_USERS="2",
             LOADGEN_SPAWN_RATE="2",
-            LOADGEN_DURATION="3s",
+            LOADGEN_DURATION="6s",
             LOADGEN_WAIT_MIN="0",
             LOADGEN_WAIT_MAX="0.2",
             LOADGEN_CSV=str(tmp_path / "loadgen"),
