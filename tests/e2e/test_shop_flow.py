@@ -160,5 +160,7 @@ def test_data_dir_layout(shop: Up) -> None:
         assert instance["id"] == f"{service}-0"
         assert {"pid", "started_at", "version"} <= instance["metadata"].keys()
         assert "metrics" in instance["ports"]
+        process = next(p for p in state["processes"] if p["instance"] == instance["id"])
+        assert process["metrics"] == f"127.0.0.1:{instance['ports']['metrics']}"
         metrics = httpx.get(f"http://{instance['address']}:{instance['ports']['metrics']}/metrics", timeout=5)
         assert metrics.status_code == 200 and "boutique_mesh" in metrics.text

@@ -34,6 +34,7 @@ class ProcessPlan:
         return f"{HOST}:{self.port}" if self.port else ""
 
     data_dir: str = ""
+    metrics_port: int = 0
 
     @property
     def argv(self) -> list[str]:
@@ -91,16 +92,25 @@ def _scalable() -> list[str]:
 def build_plan(options: UpOptions) -> list[ProcessPlan]:
     """Every process in start order: backends, frontend replicas, then the load generator."""
     plans: list[ProcessPlan] = []
+    taken = {options.frontend_port, options.registry_port}
+
+    def fresh_port() -> int:
+        """A free port not handed out yet in this plan (the kernel may offer one twice)."""
+        while (port := free_port(HOST)) in taken:
+            pass
+        taken.add(port)
+        return port
+
     if options.registry_url:
         plans.append(ProcessPlan("registry", 0, "registry", options.registry_port))
     if options.redis:
         redis_dir = options.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
-        plans.append(ProcessPlan("redis", 0, "redis", free_port(HOST), data_dir=str(redis_dir)))
+        plans.append(ProcessPlan("redis", 0, "redis", fresh_port(), data_dir=str(redis_dir)))
     for name in [*BACKENDS, "frontend"]:
         for index in range(options.replicas.get(name, 1)):
-            port = options.frontend_port if name == "frontend" and index == 0 else free_port(HOST)
-            plans.append(ProcessPlan(name, index, SERVICES[name].kind, port))
+            port = options.frontend_port if name == "frontend" and index == 0 else fresh_port()
+            plans.append(ProcessPlan(name, index, SERVICES[name].kind, port, metrics_port=fresh_port()))
     if options.load:
         plans.append(ProcessPlan("loadgen", 0, "load", 0))
 
@@ -120,7 +130,7 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
             "EMAIL_OUTBOX_DIR": str(outbox),
             "PYTHONUNBUFFERED": "1",
             "BOUTIQUE_DISCOVERY": options.discovery,
-            "METRICS_PORT": "0",
+            "METRICS_PORT": str(plan.metrics_port),
         }
         if options.registry_url:
             plan.env["BOUTIQUE_REGISTRY_URL"] = options.registry_url

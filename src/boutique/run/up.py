@@ -84,6 +84,7 @@ def write_state(path: Path, supervisor: Supervisor, url: str) -> None:
                 "instance": c.plan.instance,
                 "pid": c.pid,
                 "address": c.plan.address,
+                "metrics": f"127.0.0.1:{c.plan.metrics_port}" if c.plan.metrics_port else None,
                 "state": c.state,
                 "restarts": c.restarts,
                 "log": str(supervisor.log_dir / f"{c.plan.instance}.log"),
