@@ -35,6 +35,7 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy src
 
 format: $(DEVSTAMP)
 	$(BIN)/ruff check --fix .

@@ -41,7 +41,7 @@ def _plain_records(record: logging.LogRecord) -> bool:
     return True
 
 
-def make_server(app: Any, graceful: float = 5.0) -> EmbeddedServer:
+def make_server(app: Any, graceful: int = 5) -> EmbeddedServer:
     """An embedded uvicorn server for `app` with JSON-friendly logging and no access log."""
     logging.getLogger("uvicorn.error").addFilter(_plain_records)
     config = uvicorn.Config(
@@ -73,7 +73,7 @@ class BackgroundServer:
         """Bind, start serving, and return the bound port once uvicorn is accepting."""
         sock = bind(self.host, self.port, self.what)
         self.port = sock.getsockname()[1]
-        self._server = make_server(self.app, graceful=1.0)
+        self._server = make_server(self.app, graceful=1)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         if not await wait_started(self._server, self._task):
             self._task.result()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 
 from boutique.run.plan import UpOptions, build_plan, parse_replicas
@@ -125,7 +125,7 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
     began = time.monotonic()
     footer = [f"starting {len(supervisor.children)} processes; logs in {supervisor.log_dir}"]
 
-    def view() -> object:
+    def view() -> Group:
         lines = list(footer)
         summary = load_summary(options.data_dir / "loadgen") if options.load else None
         if summary:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class ServiceSpec:
     address_variable: str | None = None
     depends_on: tuple[str, ...] = ()
 
-    def entry_point(self) -> Callable[[], Awaitable[None]]:
+    def entry_point(self) -> Callable[[], Coroutine[Any, Any, None]]:
         """The module's `serve()` coroutine function, imported on demand."""
         return importlib.import_module(self.module).serve  # type: ignore[no-any-return]
 

@@ -436,7 +436,7 @@ class RegistryServer:
         """Bind (a clear OSError when the port is busy), start serving, return the bound port."""
         sock = bind(self.host, self.port, "registry")
         self.port = sock.getsockname()[1]
-        server = make_server(self.api.app, graceful=5.0)  # lifespan off: start() and stop() run it
+        server = make_server(self.api.app, graceful=5)  # lifespan off: start() and stop() run it
         await self.api.startup()
         self._server = server
         self._task = asyncio.create_task(server.serve(sockets=[sock]), name="registry server")
