@@ -16,10 +16,13 @@ def remaining() -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
-def bound(timeout: float) -> float:
+def bound(timeout: float, now: float | None = None) -> float:
     """The timeout an outgoing call may use: its own, cut to what the incoming deadline leaves."""
-    left = remaining()
-    return timeout if left is None else max(0.0, min(timeout, left))
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - (time.monotonic() if now is None else now)
+    return max(0.0, min(timeout, left))
 
 
 @contextmanager

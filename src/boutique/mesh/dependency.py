@@ -13,7 +13,7 @@ import enum
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -55,10 +55,10 @@ class _SdkWatch:
         self.installed = False
         self.checked_at = -1.0
 
-    def __call__(self) -> bool:
+    def __call__(self, now: float) -> bool:
+        """Whether an SDK is installed, as of monotonic clock reading `now`."""
         if self.installed:
             return True
-        now = time.monotonic()
         if now - self.checked_at >= 1.0:
             self.checked_at = now
             self.installed = not isinstance(trace.get_tracer_provider(), _NO_SDK)
@@ -68,15 +68,8 @@ class _SdkWatch:
 _sdk_installed = _SdkWatch()
 
 
-def _call_span(dependency: str, method: str) -> contextlib.AbstractContextManager[trace.Span]:
-    """A span for one logical call, made current; without an OpenTelemetry SDK, the current span as it is.
-
-    With no SDK installed the API's tracer hands back the current (non-recording) span anyway, so
-    skipping it changes nothing observable and saves the context switch on every call.
-    """
-    if not _sdk_installed():
-        return contextlib.nullcontext(trace.get_current_span())
-    return tracer.start_as_current_span(f"mesh {dependency}.{method}")
+# Without an OpenTelemetry SDK no span records anything, so a call skips making one (and the context
+# switch) altogether and works on `trace.INVALID_SPAN`, on which every operation is a no-op.
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -152,12 +145,13 @@ class Dependency(Generic[Conn]):
         self.budget = RetryBudget()
         self._conns: dict[str, tuple[Instance, Conn]] = {}
         self._resolved = asyncio.Event()
+        self._ready = False
         self._watch_task: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self.on_closed: Callable[[], None] | None = None
-        # Prometheus children by label values: `metric.labels(...)` costs more than the update itself.
-        self._call_counters: dict[tuple[str, str], Any] = {}
-        self._latency_histograms: dict[str, Any] = {}
+        # Updaters of Prometheus children by label values: `metric.labels(...)` costs more than the update.
+        self._call_counters: dict[tuple[str, str], Callable[[], None]] = {}
+        self._latency_histograms: dict[str, Callable[[float], None]] = {}
 
     # ---- membership -------------------------------------------------------------------------
 
@@ -190,6 +184,7 @@ class Dependency(Generic[Conn]):
         metrics.INSTANCES.labels(self.name).set(len(instances))
         metrics.DISCOVERY_UPDATES.labels(self.name).inc()
         self._resolved.set()
+        self._ready = True  # `_resolved.is_set()` as a plain attribute, read on every call
         log.info("instances", extra={"dependency": self.name, "instances": sorted(current)})
 
     def _retire(self, instance: Instance, conn: Conn) -> None:
@@ -237,18 +232,20 @@ class Dependency(Generic[Conn]):
 
     def _count_call(self, method: str, outcome: str, seconds: float | None = None) -> None:
         """Count a finished call by outcome and, when `seconds` is given, observe its latency."""
-        counter = self._call_counters.get((method, outcome))
-        if counter is None:
-            counter = self._call_counters[method, outcome] = metrics.CLIENT_CALLS.labels(
+        count = self._call_counters.get((method, outcome))
+        if count is None:
+            count = self._call_counters[method, outcome] = metrics.CLIENT_CALLS.labels(
                 self.name, method, outcome
-            )
-        counter.inc()
+            ).inc
+        count()
         if seconds is None:
             return
-        histogram = self._latency_histograms.get(method)
-        if histogram is None:
-            histogram = self._latency_histograms[method] = metrics.CLIENT_LATENCY.labels(self.name, method)
-        histogram.observe(seconds)
+        observe = self._latency_histograms.get(method)
+        if observe is None:
+            observe = self._latency_histograms[method] = metrics.CLIENT_LATENCY.labels(
+                self.name, method
+            ).observe
+        observe(seconds)
 
     async def start_and_wait(self, timeout: float = 5.0) -> list[Instance]:
         """Start discovery and wait for its first answer; returns the instances (possibly none)."""
@@ -261,7 +258,7 @@ class Dependency(Generic[Conn]):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._resolved.wait(), min(budget, self.policy.resolve_wait))
 
-    async def invoke(
+    def invoke(
         self,
         method: str,
         attempt: Callable[[Conn, float], Awaitable[T]],
@@ -270,16 +267,34 @@ class Dependency(Generic[Conn]):
         retryable: bool,
         timeout: float | None = None,
         fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
-    ) -> T:
+    ) -> Coroutine[Any, Any, T]:
         """Run one logical call: pick, call, retry elsewhere if `retryable`; `fallback` answers for a failed one.
 
-        The fallback is used when the dependency fails (short-circuited, no instance, bulkhead full,
-        transient or server failure) — never for the caller's own errors such as INVALID_ARGUMENT.
+        Returns the call's coroutine (await it). The fallback is used when the dependency fails
+        (short-circuited, no instance, bulkhead full, transient or server failure) — never for the
+        caller's own errors such as INVALID_ARGUMENT.
         """
-        if fallback is None:
-            return await self._invoke(method, attempt, classify, retryable, timeout)
+        if fallback is not None:
+            return self._invoke_or_fall_back(method, attempt, classify, retryable, timeout, fallback)
+        if _sdk_installed(time.monotonic()):
+            return self._traced(method, attempt, classify, retryable, timeout)
+        # No wrapper coroutine and no span: one frame less on every resumption of the call.
+        return self._invoke(method, attempt, classify, retryable, timeout, trace.INVALID_SPAN)
+
+    async def _invoke_or_fall_back(
+        self,
+        method: str,
+        attempt: Callable[[Conn, float], Awaitable[T]],
+        classify: Callable[[BaseException], Outcome],
+        retryable: bool,
+        timeout: float | None,
+        fallback: Callable[[BaseException], T | Awaitable[T]],
+    ) -> T:
+        """The call, answered by `fallback` when the dependency (not the request) is at fault."""
         try:
-            return await self._invoke(method, attempt, classify, retryable, timeout)
+            if _sdk_installed(time.monotonic()):
+                return await self._traced(method, attempt, classify, retryable, timeout)
+            return await self._invoke(method, attempt, classify, retryable, timeout, trace.INVALID_SPAN)
         except Exception as exc:
             if not isinstance(exc, MeshUnavailable) and classify(exc) is Outcome.CALLER_ERROR:
                 raise
@@ -304,7 +319,7 @@ class Dependency(Generic[Conn]):
         log.info("fallback served", extra={"dependency": self.name, "reason": str(exc)[:200]})
         return value  # type: ignore[return-value]
 
-    async def _invoke(
+    async def _traced(
         self,
         method: str,
         attempt: Callable[[Conn, float], Awaitable[T]],
@@ -312,51 +327,138 @@ class Dependency(Generic[Conn]):
         retryable: bool,
         timeout: float | None,
     ) -> T:
-        began = time.monotonic()
-        ends = began + deadline.bound(timeout or self.policy.timeout)
+        """The call inside a span of its own, made current (an OpenTelemetry SDK is installed)."""
+        with tracer.start_as_current_span(f"mesh {self.name}.{method}") as span:
+            return await self._invoke(method, attempt, classify, retryable, timeout, span)
+
+    async def _invoke(
+        self,
+        method: str,
+        attempt: Callable[[Conn, float], Awaitable[T]],
+        classify: Callable[[BaseException], Outcome],
+        retryable: bool,
+        timeout: float | None,
+        span: trace.Span,
+    ) -> T:
+        began = time.monotonic()  # the one clock reading the admission steps share
+        ends = began + deadline.bound(timeout or self.policy.timeout, began)
         outcome = "error"
-        with _call_span(self.name, method) as span:
-            recording = span.is_recording()  # attributes on a non-recording span are dropped: skip them
-            if recording:
-                span.set_attribute("mesh.dependency", self.name)
+        ended: float | None = None
+        # Attributes on a non-recording span are dropped: skip them (always so without an SDK).
+        recording = span is not trace.INVALID_SPAN and span.is_recording()
+        if recording:
+            span.set_attribute("mesh.dependency", self.name)
+        bulkhead = self.bulkhead
+        if bulkhead is not None:
             try:
-                slot = self.bulkhead.acquire() if self.bulkhead else None
+                bulkhead.enter()
             except BulkheadFullError as exc:
                 self._count_call(method, "bulkhead_full")
                 raise BulkheadFull(f"{self.name}: {exc}") from exc
-            try:
+        try:
+            breaker = self.breaker
+            ticket = 0
+            if breaker is not None:
                 try:
-                    permit = self.breaker.acquire() if self.breaker else None
+                    ticket = breaker.enter()
                 except BreakerOpenError as exc:
                     outcome = "short_circuited"
                     span.set_attribute("mesh.breaker.state", "OPEN")
                     raise CircuitOpen(f"{self.name}: circuit open ({exc})") from exc
-                if recording and self.breaker is not None:
-                    span.set_attribute("mesh.breaker.state", self.breaker.state.name)
+                if recording:
+                    span.set_attribute("mesh.breaker.state", breaker.state.name)
+            try:
+                started = began
+                if not self._ready:
+                    await self._first_instances(ends - started)
+                    started = time.monotonic()
+                self.budget.record_request()
+                # The first attempt inline (the common case); `_retries` takes over after a failure.
+                tried: list[str] = []
+                endpoint, conn = self._pick(tried)
+                if recording:
+                    span.set_attribute("mesh.instance", endpoint.instance.id)
+                    span.set_attribute("mesh.attempt", 1)
+                per_try = self.policy.per_try_timeout
+                left = ends - started
+                endpoint.on_start()
                 try:
-                    result = await self._attempts(method, attempt, classify, retryable, ends, span, recording)
-                except BaseException as exc:
-                    kind = classify(exc) if isinstance(exc, Exception) else None
-                    if permit is not None:
-                        if kind in (Outcome.TRANSIENT, Outcome.FAILURE) or isinstance(exc, NoInstances):
-                            permit.failure(time.monotonic() - began, timeout=_is_timeout(exc))
-                        else:
-                            permit.ignore()
-                    outcome = "no_instances" if isinstance(exc, NoInstances) else "error"
-                    if kind is Outcome.CALLER_ERROR:
-                        outcome = "ok"
+                    result = await attempt(conn, max(0.0, min(left, per_try) if per_try else left))
+                    ended = time.monotonic()
+                except Exception as exc:
+                    await self._after_failure(
+                        exc, endpoint, started, 1, classify, retryable, ends, method, span
+                    )
+                except BaseException:
+                    now = time.monotonic()
+                    self.balancer.report(endpoint, True, now - started, now)  # cancelled: not its fault
                     raise
-                finished = time.monotonic()
-                if permit is not None:
-                    permit.success(finished - began)
-                outcome = "ok"
-                return result
-            finally:
-                if slot is not None:
-                    slot.release()
-                self._count_call(method, outcome, time.monotonic() - began)
+                if ended is None:
+                    result = await self._retries(
+                        method, attempt, classify, retryable, ends, span, recording, tried
+                    )
+                else:
+                    self.balancer.report(endpoint, True, ended - started, ended)
+            except BaseException as exc:
+                kind = classify(exc) if isinstance(exc, Exception) else None
+                if breaker is not None:
+                    now = time.monotonic()
+                    if kind in (Outcome.TRANSIENT, Outcome.FAILURE) or isinstance(exc, NoInstances):
+                        breaker.leave(ticket, True, now - began, timeout=_is_timeout(exc))
+                    else:
+                        breaker.leave(ticket, None, now - began)
+                outcome = "no_instances" if isinstance(exc, NoInstances) else "error"
+                if kind is Outcome.CALLER_ERROR:
+                    outcome = "ok"
+                raise
+            if ended is None:
+                ended = time.monotonic()
+            if breaker is not None:
+                breaker.leave(ticket, False, ended - began)
+            outcome = "ok"
+            return result
+        finally:
+            if bulkhead is not None:
+                bulkhead.leave()
+            self._count_call(method, outcome, (time.monotonic() if ended is None else ended) - began)
 
-    async def _attempts(
+    def _pick(self, tried: list[str]) -> tuple[Endpoint, Conn]:
+        """The endpoint for the next attempt and its connection, noting it in `tried`; NoInstances if none."""
+        try:
+            endpoint = self.balancer.pick(exclude=tried)
+        except NoEndpointError as exc:
+            raise NoInstances(f"no live instance of {self.name}") from exc
+        instance_id = endpoint.instance.id
+        pair = self._conns.get(instance_id)
+        if pair is None:  # membership changed between pick and here
+            raise NoInstances(f"instance {instance_id} of {self.name} just left")
+        tried.append(instance_id)
+        return endpoint, pair[1]
+
+    async def _after_failure(
+        self,
+        exc: Exception,
+        endpoint: Endpoint,
+        started: float,
+        number: int,
+        classify: Callable[[BaseException], Outcome],
+        retryable: bool,
+        ends: float,
+        method: str,
+        span: trace.Span,
+    ) -> None:
+        """Report a failed attempt; re-raise it unless a retry is due, else wait out the backoff."""
+        kind = classify(exc)
+        now = time.monotonic()
+        self.balancer.report(endpoint, kind is Outcome.CALLER_ERROR, now - started, now)
+        if not self._should_retry(kind, retryable, number, ends, method):
+            raise exc
+        delay = full_jitter(number - 1, self.policy.backoff_base, self.policy.backoff_cap)
+        span.add_event("retry", {"mesh.attempt": number + 1, "mesh.failed_instance": endpoint.instance.id})
+        metrics.RETRIES.labels(self.name, method).inc()
+        await asyncio.sleep(min(delay, max(0.0, ends - time.monotonic())))
+
+    async def _retries(
         self,
         method: str,
         attempt: Callable[[Conn, float], Awaitable[T]],
@@ -365,51 +467,35 @@ class Dependency(Generic[Conn]):
         ends: float,
         span: trace.Span,
         recording: bool,
+        tried: list[str],
     ) -> T:
-        """Try instances until one answers, retrying elsewhere on transient failures when allowed."""
-        if not self._resolved.is_set():
-            await self._first_instances(ends - time.monotonic())
-        self.budget.record_request()
-        balancer = self.balancer
-        tried: list[str] = []
-        number = 0
+        """Attempts after the first failed: other instances until one answers or retrying must stop."""
+        number = len(tried)
         while True:
             number += 1
-            try:
-                endpoint = balancer.pick(exclude=tried)
-            except NoEndpointError as exc:
-                raise NoInstances(f"no live instance of {self.name}") from exc
-            instance = endpoint.instance
-            pair = self._conns.get(instance.id)
-            if pair is None:  # membership changed between pick and here
-                raise NoInstances(f"instance {instance.id} of {self.name} just left")
-            tried.append(instance.id)
+            endpoint, conn = self._pick(tried)
             if recording:
-                span.set_attribute("mesh.instance", instance.id)
+                span.set_attribute("mesh.instance", endpoint.instance.id)
                 span.set_attribute("mesh.attempt", number)
             started = time.monotonic()
             per_try = self.policy.per_try_timeout
             left = ends - started
             endpoint.on_start()
             try:
-                result = await attempt(pair[1], max(0.0, min(left, per_try) if per_try else left))
+                result = await attempt(conn, max(0.0, min(left, per_try) if per_try else left))
             except Exception as exc:
-                kind = classify(exc)
-                now = time.monotonic()
-                balancer.report(endpoint, kind is Outcome.CALLER_ERROR, now - started, now)
-                if not self._should_retry(kind, retryable, number, ends, method):
-                    raise
-                delay = full_jitter(number - 1, self.policy.backoff_base, self.policy.backoff_cap)
-                span.add_event("retry", {"mesh.attempt": number + 1, "mesh.failed_instance": instance.id})
-                metrics.RETRIES.labels(self.name, method).inc()
-                await asyncio.sleep(min(delay, max(0.0, ends - time.monotonic())))
+                await self._after_failure(
+                    exc, endpoint, started, number, classify, retryable, ends, method, span
+                )
                 continue
             except BaseException:
                 now = time.monotonic()
-                balancer.report(endpoint, True, now - started, now)  # cancelled: not the instance's fault
+                self.balancer.report(
+                    endpoint, True, now - started, now
+                )  # cancelled: not the instance's fault
                 raise
             now = time.monotonic()
-            balancer.report(endpoint, True, now - started, now)
+            self.balancer.report(endpoint, True, now - started, now)
             return result
 
     def _should_retry(self, kind: Outcome, retryable: bool, number: int, ends: float, method: str) -> bool:

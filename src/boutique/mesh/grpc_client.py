@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
@@ -78,7 +78,7 @@ class GrpcDependency(Dependency[Conn]):
     ) -> None:
         super().__init__(name, resolver, GrpcConnector(stub_factory), policy, caller)
 
-    async def call(
+    def call(
         self,
         method: str,
         request: Message,
@@ -87,12 +87,14 @@ class GrpcDependency(Dependency[Conn]):
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float | None = None,
         fallback: Callable[[BaseException], Any] | None = None,
-    ) -> Any:
-        """Call one unary RPC; retried on another instance only when `idempotent`; `fallback` answers failures."""
+    ) -> Coroutine[Any, Any, Any]:
+        """Call one unary RPC (await the result); retried elsewhere only when `idempotent`; `fallback` answers failures."""
+        extra = tuple(metadata) or None
 
-        async def attempt(conn: Conn, per_try: float) -> Any:
-            return await getattr(conn[1], method)(request, timeout=per_try, metadata=tuple(metadata) or None)
+        def attempt(conn: Conn, per_try: float) -> Awaitable[Any]:
+            # The stub's call object is itself awaitable: no coroutine of our own around it.
+            return getattr(conn[1], method)(request, timeout=per_try, metadata=extra)
 
-        return await self.invoke(
+        return self.invoke(
             method, attempt, classify, retryable=idempotent, timeout=timeout, fallback=fallback
         )

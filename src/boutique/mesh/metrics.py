@@ -41,6 +41,8 @@ BREAKER_TRANSITIONS = Counter(
 EJECTIONS = Counter("boutique_mesh_ejections", "Instances ejected as outliers.", ["dependency"])
 INSTANCES = Gauge("boutique_mesh_instances", "Live instances known per service.", ["service"])
 DISCOVERY_UPDATES = Counter("boutique_mesh_discovery_updates", "Instance-set updates received.", ["service"])
+
+
 WATCH_LAG = Histogram(
     "boutique_mesh_registry_watch_lag_seconds",
     "Time from a registry change to this client learning of it (registry backend).",

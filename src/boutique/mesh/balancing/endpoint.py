@@ -19,6 +19,7 @@ class Endpoint:
     faster samples pull it down with a time constant of `decay` seconds, and it also decays toward zero
     while no samples arrive, so an endpoint once slow gets probed again later. `ejected_until` is a clock
     reading (0.0 when never ejected); `ejected` stays true until the detector has processed the return.
+    With `tracks_latency` false (policies that never read it) the latency estimate is not maintained.
     """
 
     instance: Instance
@@ -33,6 +34,7 @@ class Endpoint:
     returned_at: float | None = None
     requests: int = 0
     failures: int = 0
+    tracks_latency: bool = True
 
     @property
     def id(self) -> str:
@@ -69,13 +71,16 @@ class Endpoint:
 
         A failure never lowers the estimate, so an instance that fails fast does not look attractive.
         """
-        self.outstanding = max(0, self.outstanding - 1)
-        latency = max(0.0, latency)
+        outstanding = self.outstanding - 1
+        self.outstanding = outstanding if outstanding > 0 else 0
         if ok:
             self.consecutive_failures = 0
         else:
             self.consecutive_failures += 1
             self.failures += 1
+        if not self.tracks_latency:
+            return
+        latency = max(0.0, latency)
         if self.ewma_stamp is None:
             self.ewma, self.ewma_stamp = latency, now
             return

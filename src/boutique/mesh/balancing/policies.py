@@ -27,6 +27,7 @@ class Balancer(ABC):
     """
 
     decay: float = DEFAULT_DECAY
+    tracks_latency: bool = False  # whether the policy reads the endpoints' latency estimates
 
     def __init__(
         self,
@@ -57,7 +58,7 @@ class Balancer(ABC):
                 continue
             endpoint = known.get(instance.id)
             if endpoint is None:
-                endpoint = Endpoint(instance, decay=self.decay)
+                endpoint = Endpoint(instance, decay=self.decay, tracks_latency=self.tracks_latency)
             else:
                 endpoint.instance = instance
             fresh[instance.id] = endpoint
@@ -84,7 +85,8 @@ class Balancer(ABC):
 
     def report(self, endpoint: Endpoint, ok: bool, latency: float, now: float | None = None) -> None:
         """Record a request's end on its endpoint and let the outlier detector judge it."""
-        now = self._now(now)
+        if now is None:
+            now = self.clock()
         endpoint.on_finish(ok, latency, now)
         if self.detector is not None and not (ok and not endpoint.ejected):
             self.detector.record(endpoint, ok, self._endpoints, now)
@@ -99,8 +101,11 @@ class Balancer(ABC):
 
     def _two(self, candidates: list[Endpoint]) -> tuple[Endpoint, Endpoint]:
         """Two distinct candidates chosen uniformly at random (the power of two choices)."""
-        first, second = self.rng.sample(range(len(candidates)), 2)
-        return candidates[first], candidates[second]
+        draw = self.rng.random
+        count = len(candidates)
+        first = int(draw() * count)
+        second = int(draw() * (count - 1))  # among the others: shift past `first`
+        return candidates[first], candidates[second + (second >= first)]
 
 
 class RoundRobin(Balancer):
@@ -165,6 +170,8 @@ class PeakEwma(Balancer):
     An endpoint with no latency sample yet costs nothing while idle, so it gets tried, but `penalty`
     seconds of assumed latency per in-flight request, so it is not flooded before its first answer.
     """
+
+    tracks_latency = True
 
     def __init__(
         self,

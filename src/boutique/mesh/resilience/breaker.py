@@ -262,16 +262,42 @@ class _RollingStats:
         oldest = math.floor(now) - STATS_WINDOW_SECONDS
         return [b for b in self._buckets if b.second > oldest]
 
+    def record(self, now: float, failed: bool, timeout: bool, slow: bool, seconds: float) -> None:
+        """Count one finished call and its latency in the bucket of `now` (one bucket lookup)."""
+        second = math.floor(now)
+        bucket = self._buckets[second % STATS_WINDOW_SECONDS]
+        if bucket.second != second:
+            bucket = self._buckets[second % STATS_WINDOW_SECONDS] = _StatsBucket(second=second)
+        if failed:
+            bucket.failure += 1
+            bucket.timeout += timeout
+        else:
+            bucket.success += 1
+        bucket.slow += slow
+        value = seconds * 1000.0
+        bucket.latency_count += 1
+        bucket.latency_sum_ms += value
+        samples = bucket.samples_ms
+        if len(samples) < _SAMPLES_PER_SECOND:
+            samples.append(value)
+        else:
+            slot = int(self._random.random() * bucket.latency_count)
+            if slot < _SAMPLES_PER_SECOND:
+                samples[slot] = value
+
     def latency(self, now: float, seconds: float) -> None:
         """Record one call's latency, keeping a bounded uniform sample per second."""
-        bucket = self.bucket(now)
+        self._sample(self.bucket(now), seconds)
+
+    def _sample(self, bucket: _StatsBucket, seconds: float) -> None:
+        """Add a latency to a bucket's total and to its bounded uniform sample."""
         value = seconds * 1000.0
         bucket.latency_count += 1
         bucket.latency_sum_ms += value
         if len(bucket.samples_ms) < _SAMPLES_PER_SECOND:
             bucket.samples_ms.append(value)
         else:
-            slot = self._random.randrange(bucket.latency_count)
+            slot = int(self._random.random() * bucket.latency_count)
             if slot < _SAMPLES_PER_SECOND:
                 bucket.samples_ms[slot] = value
 
@@ -377,22 +403,70 @@ class CircuitBreaker:
         """A permit for one call, or `BreakerOpenError` at once when the breaker refuses it."""
         with self._lock:
             now = self._clock()
-            change = None
-            if self._state is BreakerState.OPEN and now >= self._open_until:
-                change = self._move(BreakerState.HALF_OPEN, now)
-            refusal = self._refusal(now)
-            if refusal is None:
-                half_open = self._state is BreakerState.HALF_OPEN
-                self._half_open_in_flight += half_open
-                self._in_flight += 1
-                permit = Permit(self, self._generation, half_open, now)
-                permit.transition = change
-            else:
-                self._stats.bucket(now).short_circuited += 1
+            ticket, change, refusal = self._admit(now)
         self._notify(change)
         if refusal is not None:
             raise refusal
+        permit = Permit(self, ticket >> 1, bool(ticket & 1), now)
+        permit.transition = change
         return permit
+
+    def enter(self) -> int:
+        """Admit one call and return its ticket, or raise `BreakerOpenError` at once.
+
+        The allocation-free form of `acquire()` for hot call paths: the ticket (an int encoding the
+        generation and whether the call is a half-open probe) must be passed to `leave` exactly once.
+        """
+        with self._lock:
+            if self._state is BreakerState.CLOSED:
+                self._in_flight += 1
+                return self._generation << 1
+            ticket, change, refusal = self._admit(self._clock())
+        self._notify(change)
+        if refusal is not None:
+            raise refusal
+        return ticket
+
+    def leave(self, ticket: int, failed: bool | None, took: float, timeout: bool = False) -> None:
+        """Finish the call of an `enter` ticket: `failed` True or False, or None when it must not count.
+
+        `took` is the call's duration in seconds; `timeout` counts a failure as a timeout too.
+        """
+        if took < 0.0:
+            took = 0.0
+        with self._lock:
+            now = self._clock()
+            if failed is False and ticket == self._generation << 1 and self._state is BreakerState.CLOSED:
+                # The common case, a success while closed, without the general path's indirections.
+                self._in_flight -= 1
+                slow_after = self.config.slow_call_duration
+                slow = slow_after is not None and took > slow_after
+                self._stats.record(now, False, False, slow, took)
+                self._window.record(False, slow, now)
+                if not self._should_trip(now):
+                    return
+                change: Transition | None = self._move(BreakerState.OPEN, now)
+            else:
+                outcome = (
+                    _Outcome.IGNORED if failed is None else _Outcome.FAILURE if failed else _Outcome.SUCCESS
+                )
+                change = self._finish(ticket >> 1, bool(ticket & 1), outcome, took, timeout, now)
+        if change is not None:
+            self._notify(change)
+
+    def _admit(self, now: float) -> tuple[int, Transition | None, BreakerOpenError | None]:
+        """Let one call in or refuse it (lock held): its ticket, the state change made, the refusal."""
+        change = None
+        if self._state is BreakerState.OPEN and now >= self._open_until:
+            change = self._move(BreakerState.HALF_OPEN, now)
+        refusal = self._refusal(now)
+        if refusal is not None:
+            self._stats.bucket(now).short_circuited += 1
+            return -1, change, refusal
+        half_open = self._state is BreakerState.HALF_OPEN
+        self._half_open_in_flight += half_open
+        self._in_flight += 1
+        return (self._generation << 1) | half_open, change, None
 
     def _refusal(self, now: float) -> BreakerOpenError | None:
         """The error to refuse a call with in the current state, or None to admit it (lock held)."""
@@ -415,33 +489,29 @@ class CircuitBreaker:
             permit._done = True
             now = self._clock()
             took = max(0.0, now - permit.started) if duration is None else max(0.0, duration)
-            self._in_flight -= 1
-            slow = self.config.slow_call_duration is not None and took > self.config.slow_call_duration
-            if outcome is not _Outcome.IGNORED:
-                self._count(now, outcome is _Outcome.FAILURE, timeout, slow, took)
-            change = None
-            if permit.generation == self._generation:
-                change = self._judge(permit, outcome, slow, now)
+            change = self._finish(permit.generation, permit.half_open, outcome, took, timeout, now)
         self._notify(change)
         return change
 
-    def _count(self, now: float, failed: bool, timeout: bool, slow: bool, took: float) -> None:
-        """Add one call to the rolling statistics (lock held)."""
-        bucket = self._stats.bucket(now)
-        if failed:
-            bucket.failure += 1
-            bucket.timeout += timeout
-        else:
-            bucket.success += 1
-        bucket.slow += slow
-        self._stats.latency(now, took)
+    def _finish(
+        self, generation: int, half_open: bool, outcome: _Outcome, took: float, timeout: bool, now: float
+    ) -> Transition | None:
+        """Record a finished call (lock held): statistics always, state accounting only for its generation."""
+        self._in_flight -= 1
+        slow_after = self.config.slow_call_duration
+        slow = slow_after is not None and took > slow_after
+        if outcome is not _Outcome.IGNORED:
+            self._stats.record(now, outcome is _Outcome.FAILURE, timeout, slow, took)
+        if generation != self._generation:
+            return None
+        return self._judge(half_open, outcome, slow, now)
 
-    def _judge(self, permit: Permit, outcome: _Outcome, slow: bool, now: float) -> Transition | None:
+    def _judge(self, half_open: bool, outcome: _Outcome, slow: bool, now: float) -> Transition | None:
         """Apply a current-generation outcome to the state machine (lock held).
 
         A slow probe in half-open counts as a failed probe: the dependency has not recovered.
         """
-        if permit.half_open:
+        if half_open:
             self._half_open_in_flight -= 1
             if outcome is _Outcome.IGNORED:
                 return None

@@ -55,8 +55,12 @@ class RetryBudget:
 
     def record_request(self) -> None:
         """Deposit: one more request in the current slice."""
+        index = math.floor(self._clock() / self._width)
         with self._lock:
-            self._current().requests += 1
+            bucket = self._buckets[index % self._slices]
+            if bucket.index != index:
+                bucket.index, bucket.requests, bucket.retries = index, 0, 0
+            bucket.requests += 1
 
     def try_withdraw(self) -> bool:
         """Spend one retry if the budget allows it; False (and counted as exhausted) otherwise."""

@@ -73,6 +73,19 @@ class Bulkhead:
             self._in_flight += 1
         return BulkheadSlot(self)
 
+    def enter(self) -> None:
+        """Take a slot without a slot object (raises `BulkheadFullError` when full); pair with `leave()`."""
+        with self._lock:
+            if self._in_flight >= self.max_concurrent:
+                self._rejected += 1
+                raise BulkheadFullError(self.name, self.max_concurrent)
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        """Give back a slot taken with `enter()`; call it exactly once per successful `enter()`."""
+        with self._lock:
+            self._in_flight -= 1
+
     def slot(self) -> BulkheadSlot:
         """Take a slot for a `with bulkhead.slot():` block (raises `BulkheadFullError` when full)."""
         return self.acquire()
