@@ -66,11 +66,7 @@ class Bulkhead:
 
     def acquire(self) -> BulkheadSlot:
         """Take a slot or raise `BulkheadFullError` when every slot is taken."""
-        with self._lock:
-            if self._in_flight >= self.max_concurrent:
-                self._rejected += 1
-                raise BulkheadFullError(self.name, self.max_concurrent)
-            self._in_flight += 1
+        self.enter()
         return BulkheadSlot(self)
 
     def enter(self) -> None:
