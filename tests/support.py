@@ -17,3 +17,17 @@ async def serving(name: str, bindings: list[ServiceBinding]) -> AsyncIterator[St
         yield StaticEndpoints((f"127.0.0.1:{port}",))
     finally:
         await server.stop()
+
+
+class ManualClock:
+    """A logical clock the test moves by hand (for breakers, budgets, balancers, registry leases)."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds

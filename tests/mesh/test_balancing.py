@@ -20,19 +20,12 @@ from boutique.mesh.balancing import (
     make_balancer,
 )
 from boutique.mesh.instance import Instance
+from tests.support import ManualClock
 
 
-class Clock:
-    """A clock that moves only when the test says so."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+def Clock(now: float = 1000.0) -> ManualClock:
+    """A manual clock starting at 1000."""
+    return ManualClock(now)
 
 
 def instances(*ids: str, weights: dict[str, float] | None = None) -> list[Instance]:
@@ -50,7 +43,7 @@ def instances(*ids: str, weights: dict[str, float] | None = None) -> list[Instan
 
 
 def balancer(
-    name: str, *ids: str, detector: OutlierDetector | None = None, clock: Clock | None = None
+    name: str, *ids: str, detector: OutlierDetector | None = None, clock: ManualClock | None = None
 ) -> Balancer:
     b = make_balancer(name, random.Random(7), detector=detector, clock=clock)
     b.update(instances(*ids))
@@ -145,7 +138,7 @@ def test_least_request_compares_outstanding_per_weight() -> None:
     assert {b.pick().id for _ in range(50)} == {"small"}
 
 
-def simulate(b: Balancer, clock: Clock, latencies: dict[str, float], requests: int) -> Counter[str]:
+def simulate(b: Balancer, clock: ManualClock, latencies: dict[str, float], requests: int) -> Counter[str]:
     """Sequential requests: pick, run for the instance's latency, report."""
     counts: Counter[str] = Counter()
     for _ in range(requests):

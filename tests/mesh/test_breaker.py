@@ -14,24 +14,17 @@ from boutique.mesh.resilience import (
     BreakerState,
     CircuitBreaker,
 )
+from tests.support import ManualClock
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
-class Clock:
-    """A logical clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+def Clock(now: float = 1000.0) -> ManualClock:
+    """A manual clock starting at 1000."""
+    return ManualClock(now)
 
 
-def make(clock: Clock, **settings: object) -> CircuitBreaker:
+def make(clock: ManualClock, **settings: object) -> CircuitBreaker:
     """A breaker named 'dep' on the logical clock."""
     return CircuitBreaker("dep", BreakerConfig(**settings), group="grp", clock=clock)  # type: ignore[arg-type]
 

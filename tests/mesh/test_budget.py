@@ -7,19 +7,14 @@ import random
 import pytest
 
 from boutique.mesh.resilience import RetryBudget, full_jitter
+from tests.support import ManualClock
+
+Clock = ManualClock
 
 
-class Clock:
-    """A logical clock the test moves by hand."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def drive(budget: RetryBudget, clock: Clock, seconds: int, per_second: int, retries_each: int) -> list[int]:
+def drive(
+    budget: RetryBudget, clock: ManualClock, seconds: int, per_second: int, retries_each: int
+) -> list[int]:
     """Send `per_second` requests a second, each wanting `retries_each` retries; retries granted per second."""
     granted = []
     for second in range(seconds):

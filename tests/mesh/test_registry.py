@@ -23,19 +23,9 @@ from boutique.mesh.registry import (
     RegistryState,
     serve_registry,
 )
+from tests.support import ManualClock
 
-
-class FakeClock:
-    """A logical clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+FakeClock = ManualClock
 
 
 def make_instance(service: str = "cart", instance_id: str = "cart-1", **ports: int) -> Instance:
