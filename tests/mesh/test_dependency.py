@@ -484,12 +484,8 @@ async def test_caller_errors_never_trip_the_breaker_nor_use_the_fallback(
 # ---- membership ---------------------------------------------------------------------------------
 
 
-async def test_membership_update_keeps_in_flight_calls(
-    start_backends: Start, dependencies: list[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    leaving, staying = await start_backends("leaving", "staying")
-    leaving.servicer.mode = "hang"
-    dependency, resolver = grpc_dependency(dependencies, [leaving])
+def record_closes(dependency: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Make the dependency's connector note every connection it closes; returns that list."""
     closed: list[Any] = []
     close = dependency.connector.close
 
@@ -498,6 +494,16 @@ async def test_membership_update_keeps_in_flight_calls(
         await close(conn)
 
     monkeypatch.setattr(dependency.connector, "close", recording_close)
+    return closed
+
+
+async def test_membership_update_keeps_in_flight_calls(
+    start_backends: Start, dependencies: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leaving, staying = await start_backends("leaving", "staying")
+    leaving.servicer.mode = "hang"
+    dependency, resolver = grpc_dependency(dependencies, [leaving])
+    closed = record_closes(dependency, monkeypatch)
 
     in_flight = asyncio.create_task(dependency.call("GetProduct", request(), idempotent=True, timeout=30.0))
     await wait_until(lambda: leaving.servicer.in_flight == 1)
@@ -525,14 +531,7 @@ async def test_close_releases_a_channel_still_being_retired(
     leaving, staying = await start_backends("leaving", "staying")
     leaving.servicer.mode = "hang"
     dependency, resolver = grpc_dependency(dependencies, [leaving])
-    closed: list[Any] = []
-    close = dependency.connector.close
-
-    async def recording_close(conn: Any) -> None:
-        closed.append(conn)
-        await close(conn)
-
-    monkeypatch.setattr(dependency.connector, "close", recording_close)
+    closed = record_closes(dependency, monkeypatch)
     in_flight = asyncio.create_task(dependency.call("GetProduct", request(), timeout=30.0))
     await wait_until(lambda: leaving.servicer.in_flight == 1)
     (leaving_conn,) = dependency.connections()
