@@ -234,7 +234,7 @@ class Dependency(Generic[Conn]):
         """Count a finished call by outcome and, when `seconds` is given, observe its latency."""
         count = self._call_counters.get((method, outcome))
         if count is None:
-            count = self._call_counters[method, outcome] = metrics.CLIENT_CALLS.labels(
+            count = self._call_counters[method, outcome] = metrics.CLIENT_STATS.count(
                 self.name, method, outcome
             ).inc
         count()
@@ -242,7 +242,7 @@ class Dependency(Generic[Conn]):
             return
         observe = self._latency_histograms.get(method)
         if observe is None:
-            observe = self._latency_histograms[method] = metrics.CLIENT_LATENCY.labels(
+            observe = self._latency_histograms[method] = metrics.CLIENT_STATS.latency(
                 self.name, method
             ).observe
         observe(seconds)

@@ -2,21 +2,99 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-CLIENT_CALLS = Counter(
-    "boutique_mesh_client_calls",
-    "Client calls by dependency, method and outcome (ok, error, short_circuited, bulkhead_full, no_instances).",
-    ["dependency", "method", "outcome"],
-)
-CLIENT_LATENCY = Histogram(
-    "boutique_mesh_client_call_duration_seconds",
-    "Client call latency including retries.",
-    ["dependency", "method"],
-    buckets=LATENCY_BUCKETS,
-)
+
+class CallCount:
+    """One client-call counter: a plain attribute the event loop increments (no lock, no label lookup)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        """Count one call."""
+        self.value += 1
+
+
+class CallLatency:
+    """One client-call latency histogram: bucket counts found by bisection, exposed cumulatively on scrape."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Add one call's duration."""
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+class ClientCallStats(Collector):
+    """Client call counts and latencies, kept in plain objects and turned into metrics when scraped.
+
+    Every mesh call updates them, so they avoid what prometheus_client's children cost per update (a
+    lock per value and a Python loop over the buckets); updates come from the event loop's thread.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[tuple[str, str, str], CallCount] = {}
+        self._latency: dict[tuple[str, str], CallLatency] = {}
+
+    def count(self, dependency: str, method: str, outcome: str) -> CallCount:
+        """The counter of calls to `dependency.method` that ended with `outcome`."""
+        key = (dependency, method, outcome)
+        found = self._calls.get(key)
+        if found is None:
+            found = self._calls[key] = CallCount()
+        return found
+
+    def latency(self, dependency: str, method: str) -> CallLatency:
+        """The latency histogram of calls to `dependency.method`."""
+        key = (dependency, method)
+        found = self._latency.get(key)
+        if found is None:
+            found = self._latency[key] = CallLatency()
+        return found
+
+    def collect(self) -> Iterator[Metric]:
+        """The two metric families as of now."""
+        calls = CounterMetricFamily(
+            "boutique_mesh_client_calls",
+            "Client calls by dependency, method and outcome "
+            "(ok, error, short_circuited, bulkhead_full, no_instances).",
+            labels=["dependency", "method", "outcome"],
+        )
+        for labels, count in list(self._calls.items()):
+            calls.add_metric(list(labels), count.value)
+        yield calls
+        latency = HistogramMetricFamily(
+            "boutique_mesh_client_call_duration_seconds",
+            "Client call latency including retries.",
+            labels=["dependency", "method"],
+        )
+        bounds = [*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf"]
+        for pair, hist in list(self._latency.items()):
+            running, cumulative = 0, []
+            for bound, n in zip(bounds, list(hist.counts), strict=True):
+                running += n
+                cumulative.append((bound, running))
+            latency.add_metric(list(pair), cumulative, hist.total)
+        yield latency
+
+
+CLIENT_STATS = ClientCallStats()
+REGISTRY.register(CLIENT_STATS)
 RETRIES = Counter(
     "boutique_mesh_client_retries", "Retries sent to another instance.", ["dependency", "method"]
 )
