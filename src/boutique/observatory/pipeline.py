@@ -1,0 +1,160 @@
+"""Receivers → bounded queue → processors → store, with the sender answered only once spans are stored.
+
+`submit` refuses at once (`QueueFull`) when the spans waiting would exceed the capacity, so overload
+answers 429 / RESOURCE_EXHAUSTED instead of growing memory; otherwise it resolves when the writer
+thread has committed the batch, so a success reply means the spans survive a `kill -9`. The writer
+groups whatever is waiting into one store append (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+from boutique.observatory.model import SpanBatch
+from boutique.observatory.processors import Processor
+from boutique.observatory.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The queue cannot take the batch now; the sender should retry later."""
+
+    retry_after = 1  # seconds, for Retry-After
+
+
+class StoreFailed(Exception):
+    """The store could not write the batch; retryable."""
+
+
+class Pipeline:
+    """The bounded queue and the writer thread in front of a store."""
+
+    def __init__(
+        self,
+        store: Store,
+        processors: Sequence[Processor] = (),
+        capacity_spans: int = 100_000,
+        group_spans: int = 20_000,
+        retention_every: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.processors = list(processors)
+        self.capacity_spans = capacity_spans
+        self.group_spans = group_spans
+        self.retention_every = retention_every
+        self._queue: deque[tuple[SpanBatch, Future[int]]] = deque()
+        self._queued_spans = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.accepted = self.refused = self.stored = 0
+
+    @property
+    def queued_spans(self) -> int:
+        """Spans waiting for the writer."""
+        return self._queued_spans
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="observatory-writer", daemon=True)
+            self._thread.start()
+
+    def offer(self, batch: SpanBatch) -> Future[int]:
+        """Queue a batch; a future of the spans stored, or `QueueFull` raised at once."""
+        future: Future[int] = Future()
+        count = len(batch)
+        if count == 0:
+            future.set_result(0)
+            return future
+        with self._cond:
+            if self._stopping:
+                raise StoreFailed("the observatory is shutting down")
+            # An empty queue takes any batch, so a batch above the capacity is slow, never impossible.
+            if self._queued_spans and self._queued_spans + count > self.capacity_spans:
+                self.refused += count
+                raise QueueFull(f"{self._queued_spans} spans waiting (capacity {self.capacity_spans})")
+            self._queue.append((batch, future))
+            self._queued_spans += count
+            self.accepted += count
+            self._cond.notify()
+        return future
+
+    async def submit(self, batch: SpanBatch) -> int:
+        """Queue a batch and wait until it is stored; the number of spans stored."""
+        return await asyncio.wrap_future(self.offer(batch))
+
+    def _take(self) -> list[tuple[SpanBatch, Future[int]]]:
+        """Wait for batches and take up to `group_spans` of them (at least one); [] when stopping."""
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait(timeout=self.retention_every)
+                if not self._queue:
+                    return []
+            taken: list[tuple[SpanBatch, Future[int]]] = []
+            spans = 0
+            while self._queue and (not taken or spans + len(self._queue[0][0]) <= self.group_spans):
+                batch, future = self._queue.popleft()
+                taken.append((batch, future))
+                spans += len(batch)
+            return taken
+
+    def _release(self, taken: list[tuple[SpanBatch, Future[int]]]) -> None:
+        with self._cond:
+            self._queued_spans -= sum(len(b) for b, _ in taken)
+
+    def _run(self) -> None:
+        last_retention = time.monotonic()
+        while True:
+            taken = self._take()
+            if taken:
+                self._write(taken)
+            if time.monotonic() - last_retention >= self.retention_every:
+                last_retention = time.monotonic()
+                try:
+                    dropped = self.store.enforce_retention(int(time.time() * 1_000_000))
+                    if dropped:
+                        log.info("retention dropped spans", extra={"spans": dropped})
+                except Exception:
+                    log.exception("retention failed")
+            with self._cond:
+                if self._stopping and not self._queue:
+                    return
+
+    def _write(self, taken: list[tuple[SpanBatch, Future[int]]]) -> None:
+        """Process and store the taken batches as one append; settle their futures."""
+        try:
+            combined = SpanBatch()
+            counts = []
+            for batch, _ in taken:
+                for processor in self.processors:
+                    batch = processor.process(batch)
+                counts.append(len(batch))
+                combined.extend(batch)
+            self.store.append(combined)
+        except Exception as exc:
+            log.exception("storing spans failed")
+            self._release(taken)
+            for _, future in taken:
+                future.set_exception(StoreFailed(f"the store could not write: {exc}"))
+            return
+        self._release(taken)
+        self.stored += len(combined)
+        for (_, future), count in zip(taken, counts, strict=True):
+            future.set_result(count)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Store what is queued, then stop the writer."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
