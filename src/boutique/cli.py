@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from boutique import __version__
 from boutique.mesh import ProcessInfo, configure_logging
@@ -55,6 +56,32 @@ def _registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _observatory(args: argparse.Namespace) -> int:
+    """Run the telemetry backend (receivers, store, query API) in the foreground."""
+    from boutique.observatory.config import ObservatoryConfig, Ports, parse_age, parse_size
+    from boutique.observatory.server import serve
+
+    configure_logging("observatory", f"observatory-{os.getpid()}", args.log_level)
+    try:
+        config = ObservatoryConfig(
+            host=args.host,
+            ports=Ports(args.otlp_grpc_port, args.otlp_http_port, args.zipkin_port, args.port),
+            data_dir=args.data_dir,
+            token=args.token or ObservatoryConfig.env_token(),
+            max_body_bytes=parse_size(args.max_body),
+            queue_spans=args.queue_spans,
+            retention_seconds=parse_age(args.retention),
+            retention_bytes=parse_size(args.max_size),
+        )
+        asyncio.run(serve(config))
+    except (OSError, ValueError) as exc:
+        print(f"boutique observatory: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     """Start every service on this machine (see boutique.run)."""
     from boutique.run.up import run_up
@@ -86,6 +113,36 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--token", default="", help="bearer token; required when not on loopback")
     registry.add_argument("--log-level", default="INFO", help="log level (default INFO)")
     registry.set_defaults(func=_registry)
+
+    observatory = commands.add_parser(
+        "observatory",
+        help="run the telemetry backend: OTLP and Zipkin receivers, store, Jaeger-compatible API",
+    )
+    observatory.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    observatory.add_argument("--port", type=int, default=16686, help="query API and UI port (default 16686)")
+    observatory.add_argument("--otlp-grpc-port", type=int, default=4317, help="OTLP/gRPC port (default 4317)")
+    observatory.add_argument("--otlp-http-port", type=int, default=4318, help="OTLP/HTTP port (default 4318)")
+    observatory.add_argument("--zipkin-port", type=int, default=9411, help="Zipkin v2 port (default 9411)")
+    observatory.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("BOUTIQUE_DATA_DIR", ".boutique")),
+        help="where observatory.duckdb lives (default ./.boutique or $BOUTIQUE_DATA_DIR)",
+    )
+    observatory.add_argument(
+        "--token", default="", help="bearer token (or BOUTIQUE_OBSERVATORY_TOKEN); required off loopback"
+    )
+    observatory.add_argument("--retention", default="24h", help="keep spans this long (default 24h)")
+    observatory.add_argument("--max-size", default="1GB", help="keep the store under this size (default 1GB)")
+    observatory.add_argument("--max-body", default="16MB", help="largest request body (default 16MB)")
+    observatory.add_argument(
+        "--queue-spans",
+        type=int,
+        default=100_000,
+        help="spans waiting to be stored before 429 (default 100000)",
+    )
+    observatory.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+    observatory.set_defaults(func=_observatory)
 
     from boutique.run.options import add_arguments as add_up_arguments
 

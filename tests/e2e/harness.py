@@ -57,6 +57,8 @@ def start_up(data_dir: Path, *extra: str, timeout: float = 120.0, env: dict[str,
     port = free_port()
     command = [sys.executable, "-m", "boutique.cli", "up", "--plain", "--frontend-port", str(port)]
     command += ["--data-dir", str(data_dir), "--registry-port", str(free_port()), *extra]
+    if "--no-observatory" not in extra and "--observatory-ports" not in extra:
+        command += ["--observatory-ports", ",".join(str(free_port()) for _ in range(4))]
     if "--load" not in extra:
         command.append("--no-load")
     else:

@@ -27,7 +27,7 @@ from boutique.mesh.discovery import Resolver
 from boutique.mesh.errors import BulkheadFull, CircuitOpen, NoInstances
 from boutique.mesh.grpc_client import GrpcDependency
 from boutique.mesh.http_client import HttpDependency, ServerError
-from boutique.mesh.http_server import BackgroundServer
+from boutique.asgi_server import BackgroundServer
 from boutique.mesh.instance import Instance
 from boutique.mesh.resilience import BreakerConfig, BreakerState, RetryBudget
 from boutique.mesh.server import SERVED_BY

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from boutique.mesh import StaticEndpoints
-from boutique.run.plan import UpOptions, build_plan, parse_replicas
+from boutique.run.plan import UpOptions, build_plan, parse_observatory_ports, parse_replicas
 
 
 def test_parse_replicas_accepts_counts_and_names_bad_entries() -> None:
@@ -42,7 +42,7 @@ def test_plan_lists_every_replica_in_the_address_variables(tmp_path: Path) -> No
 def test_no_load_leaves_the_load_generator_out(tmp_path: Path) -> None:
     plans = build_plan(UpOptions(data_dir=tmp_path, load=False))
     assert "loadgen" not in {p.service for p in plans}
-    assert len(plans) == 11  # the registry and ten services
+    assert len(plans) == 12  # the registry, the observatory and ten services
 
 
 def test_registry_discovery_starts_the_registry_first_and_pins_nothing(tmp_path: Path) -> None:
@@ -63,3 +63,26 @@ def test_shared_redis_for_cart_replicas(tmp_path: Path) -> None:
     carts = [p for p in plans if p.service == "cart"]
     assert all(p.env["REDIS_ADDR"] == redis.address for p in carts)
     assert all("REDIS_ADDR" not in p.env for p in plans if p.service != "cart")
+
+
+def test_the_observatory_runs_with_its_four_ports_unless_left_out(tmp_path: Path) -> None:
+    plans = build_plan(UpOptions(data_dir=tmp_path, observatory_ports=(14317, 14318, 19411, 16687)))
+    observatory = next(p for p in plans if p.kind == "observatory")
+    assert observatory.port == 16687
+    assert observatory.argv[3:] == [
+        "observatory", "--port", "16687", "--otlp-grpc-port", "14317", "--otlp-http-port", "14318",
+        "--zipkin-port", "19411", "--data-dir", str(tmp_path),
+    ]  # fmt: skip
+    assert all(
+        p.port not in (14317, 14318, 19411) and p.metrics_port not in (14317, 14318, 19411) for p in plans
+    )
+    assert "observatory" not in {
+        p.kind for p in build_plan(UpOptions(data_dir=tmp_path, observatory_ports=None))
+    }
+
+
+def test_observatory_ports_are_four_distinct_port_numbers() -> None:
+    assert parse_observatory_ports("4317,4318,9411,16686") == (4317, 4318, 9411, 16686)
+    for bad in ("4317,4318,9411", "1,2,3,x", "4317,4317,9411,16686", "0,1,2,3"):
+        with pytest.raises(ValueError, match="--observatory-ports"):
+            parse_observatory_ports(bad)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from boutique.mesh.http_server import BackgroundServer
+from boutique.asgi_server import BackgroundServer
 from boutique.mesh.runtime import Mesh
 
 log = logging.getLogger(__name__)

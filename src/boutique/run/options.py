@@ -34,6 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="run redis-server for the carts: auto (default) when cart has replicas and redis-server is installed",
     )
+    parser.add_argument(
+        "--no-observatory",
+        dest="observatory",
+        action="store_false",
+        help="do not run the observatory (the telemetry backend)",
+    )
+    parser.add_argument(
+        "--observatory-ports",
+        default="4317,4318,9411,16686",
+        help="observatory ports OTLP/gRPC,OTLP/HTTP,Zipkin,UI (default 4317,4318,9411,16686)",
+    )
     parser.add_argument("--replicas", default="", help="instances per service, e.g. cart=3,currency=2")
     parser.add_argument("--no-load", dest="load", action="store_false", help="do not run the load generator")
     parser.add_argument("--users", type=int, default=10, help="simulated shoppers (default 10)")

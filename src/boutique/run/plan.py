@@ -35,6 +35,7 @@ class ProcessPlan:
 
     data_dir: str = ""
     metrics_port: int = 0
+    extra_ports: tuple[int, ...] = ()
 
     @property
     def argv(self) -> list[str]:
@@ -46,6 +47,13 @@ class ProcessPlan:
             ]  # fmt: skip
         if self.kind == "registry":
             return [sys.executable, "-m", "boutique.cli", "registry", "--port", str(self.port)]
+        if self.kind == "observatory":
+            grpc_port, http_port, zipkin_port = self.extra_ports
+            return [
+                sys.executable, "-m", "boutique.cli", "observatory", "--port", str(self.port),
+                "--otlp-grpc-port", str(grpc_port), "--otlp-http-port", str(http_port),
+                "--zipkin-port", str(zipkin_port), "--data-dir", self.data_dir,
+            ]  # fmt: skip
         return [sys.executable, "-m", "boutique.cli", "serve", self.service]
 
 
@@ -62,11 +70,28 @@ class UpOptions:
     discovery: str = "registry"
     registry_port: int = 7600
     redis: bool = False
+    observatory_ports: tuple[int, int, int, int] | None = (4317, 4318, 9411, 16686)
+
+    @property
+    def observatory_url(self) -> str | None:
+        """Where the observatory's UI and query API listen, when it runs."""
+        return f"http://{HOST}:{self.observatory_ports[3]}" if self.observatory_ports else None
 
     @property
     def registry_url(self) -> str | None:
         """Where the registry listens, when discovery goes through it."""
         return f"http://{HOST}:{self.registry_port}" if self.discovery == "registry" else None
+
+
+def parse_observatory_ports(text: str) -> tuple[int, int, int, int]:
+    """Parse 'GRPC,HTTP,ZIPKIN,UI' port numbers; ValueError says what is wrong."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4 or not all(p.isdigit() and 1 <= int(p) <= 65535 for p in parts):
+        raise ValueError(f"--observatory-ports: expected four ports GRPC,HTTP,ZIPKIN,UI, got {text!r}")
+    ports = tuple(int(p) for p in parts)
+    if len(set(ports)) != 4:
+        raise ValueError(f"--observatory-ports: the four ports must differ, got {text!r}")
+    return ports  # type: ignore[return-value]
 
 
 def parse_replicas(text: str) -> dict[str, int]:
@@ -92,7 +117,7 @@ def _scalable() -> list[str]:
 def build_plan(options: UpOptions) -> list[ProcessPlan]:
     """Every process in start order: backends, frontend replicas, then the load generator."""
     plans: list[ProcessPlan] = []
-    taken = {options.frontend_port, options.registry_port}
+    taken = {options.frontend_port, options.registry_port, *(options.observatory_ports or ())}
 
     def fresh_port() -> int:
         """A free port not handed out yet in this plan (the kernel may offer one twice)."""
@@ -103,6 +128,13 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
 
     if options.registry_url:
         plans.append(ProcessPlan("registry", 0, "registry", options.registry_port))
+    if options.observatory_ports:
+        *ingest, ui = options.observatory_ports
+        plans.append(
+            ProcessPlan(
+                "observatory", 0, "observatory", ui, data_dir=str(options.data_dir), extra_ports=tuple(ingest)
+            )
+        )
     if options.redis:
         redis_dir = options.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)

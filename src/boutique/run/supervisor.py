@@ -23,7 +23,7 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
 PROBE_FAST = 0.2
 PROBE_SLOW = 2.0
-FIRST = ("registry", "redis")  # infrastructure the services need before they start
+FIRST = ("registry", "redis", "observatory")  # infrastructure the services need before they start
 # A probe channel must notice a process that has just started listening, not sit out gRPC's default
 # reconnect backoff (1 s growing to 2 min) after the first refused connection.
 FAST_RECONNECT = (

@@ -17,7 +17,7 @@ import httpx
 from rich.console import Console, Group
 from rich.live import Live
 
-from boutique.run.plan import UpOptions, build_plan, parse_replicas
+from boutique.run.plan import UpOptions, build_plan, parse_observatory_ports, parse_replicas
 from boutique.run.ports import PortBusy, ensure_free
 from boutique.run.status import event_line, load_summary, table
 from boutique.run.supervisor import Child, Supervisor
@@ -36,6 +36,9 @@ def run_up(args: argparse.Namespace) -> int:
         ensure_free("127.0.0.1", args.frontend_port, "the shop web site", "--frontend-port")
         if args.discovery == "registry":
             ensure_free("127.0.0.1", args.registry_port, "the service registry", "--registry-port")
+        observatory_ports = parse_observatory_ports(args.observatory_ports) if args.observatory else None
+        for port in observatory_ports or ():
+            ensure_free("127.0.0.1", port, "the observatory", "--observatory-ports (or --no-observatory)")
     except (ValueError, PortBusy) as exc:
         print(f"boutique up: {exc}", file=sys.stderr)
         return 2
@@ -65,6 +68,7 @@ def run_up(args: argparse.Namespace) -> int:
         discovery=args.discovery,
         registry_port=args.registry_port,
         redis=redis,
+        observatory_ports=observatory_ports,
     )
     live = sys.stdout.isatty() and not args.plain
     try:
@@ -73,11 +77,12 @@ def run_up(args: argparse.Namespace) -> int:
         return 130
 
 
-def write_state(path: Path, supervisor: Supervisor, url: str) -> None:
+def write_state(path: Path, supervisor: Supervisor, url: str, observatory: str | None = None) -> None:
     """Write up.json: the URL and every process (pid, address, state), for people and tools."""
     state = {
         "pid": os.getpid(),
         "frontend_url": url,
+        "observatory_url": observatory,
         "processes": [
             {
                 "service": c.plan.service,
@@ -111,7 +116,7 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
         if not live:
             print(event_line(child), flush=True)
         if state_path.parent.exists():
-            write_state(state_path, supervisor, url)
+            write_state(state_path, supervisor, url, options.observatory_url)
 
     async def forget(child: Child) -> None:
         """A process that died cannot deregister itself: do it for it, so callers stop at once."""
@@ -143,7 +148,8 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
         if ready.done() and ready.result():
             took = time.monotonic() - began
             footer[:] = [
-                f"Boutique is up in {took:.1f}s: shop at {url}",
+                f"Boutique is up in {took:.1f}s: shop at {url}"
+                + (f" · traces at {options.observatory_url}" if options.observatory_url else ""),
                 f"logs in {supervisor.log_dir} · state in {state_path} · Ctrl-C stops everything",
             ]
             if not live:
@@ -164,6 +170,6 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
         if load is not None:
             load.cancel()
         await supervisor.stop()
-    write_state(state_path, supervisor, url)
+    write_state(state_path, supervisor, url, options.observatory_url)
     print("Boutique stopped: every process has exited.", flush=True)
     return 0

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from boutique.observatory.model import Span, SpanBatch
+from boutique.observatory.model import STATUS_NAMES, Span, SpanBatch
 
 TagOp = Literal["=", "!=", "prefix", "regex"]
 TAG_OPS: tuple[TagOp, ...] = ("=", "!=", "prefix", "regex")
@@ -55,8 +55,15 @@ class TagCondition:
         return self.pattern.search(text) is not None
 
     def matches(self, span: Span) -> bool:
-        """Whether the span (its attributes, resource or any event) has the key with a satisfying value."""
-        for values in (span.attributes, span.resource, *(e.attributes for e in span.events)):
+        """Whether the span (its attributes, resource, any event, or a tag synthesized from its kind and
+        status: span.kind, otel.status_code, error) has the key with a satisfying value."""
+        synthesized = {
+            "span.kind": span.kind_name,
+            "otel.status_code": STATUS_NAMES.get(span.status, "UNSET"),
+        }
+        if span.is_error:
+            synthesized["error"] = "true"
+        for values in (span.attributes, span.resource, *(e.attributes for e in span.events), synthesized):
             if self.key in values and self.test(values[self.key]):
                 return True
         return False
@@ -64,7 +71,10 @@ class TagCondition:
 
 @dataclass(frozen=True)
 class TraceQuery:
-    """Find traces holding a span that meets every condition; newest first (or longest first)."""
+    """Find traces holding a span that meets every condition.
+
+    Ordered newest first, or with `order="duration"` by the duration of their longest matching span.
+    """
 
     service: str | None = None
     operation: str | None = None

@@ -67,6 +67,17 @@ SCAN_CHUNK = 4096  # candidate spans decoded per round when tag conditions need 
 SPECIAL_TAGS = ("error", "span.kind", "otel.status_code")
 
 
+def _decided_in_sql(tag: TagCondition) -> bool:
+    """Whether SQL decides the condition alone: `=`/`!=` on a tag the store synthesizes from columns.
+
+    `error` is the span status only for true/false (another value is an attribute named "error");
+    prefix and regex conditions on synthesized tags are checked in Python like any other tag.
+    """
+    if tag.op not in ("=", "!=") or tag.key not in SPECIAL_TAGS:
+        return False
+    return tag.key != "error" or tag.value in ("true", "false")
+
+
 @dataclass(frozen=True)
 class Retention:
     """How long spans are kept and how much space they may use."""
@@ -122,7 +133,7 @@ class DuckDBStore:
         with self._write_lock:
             self._db.register("incoming_spans", table)
             try:
-                self._db.execute(f"INSERT INTO spans SELECT {ROW} FROM incoming_spans")
+                self._db.execute(f"INSERT INTO spans SELECT {ROW} FROM incoming_spans").fetchall()
             finally:
                 self._db.unregister("incoming_spans")
 
@@ -132,28 +143,35 @@ class DuckDBStore:
         dropped = 0
         with self._write_lock:
             before = self._count(self._db)
-            self._db.execute("DELETE FROM spans WHERE start_us < ?", [now_us - self.retention.max_age_us])
+            self._db.execute(
+                "DELETE FROM spans WHERE start_us < ?", [now_us - self.retention.max_age_us]
+            ).fetchall()
             used = self._used_bytes(self._db)
             if used > self.retention.max_bytes:
                 total = self._count(self._db)
                 # Keep a tenth of headroom so the next check does not delete again at once.
                 share = min(1.0, 1.0 - (self.retention.max_bytes * 0.9) / used)
-                cut = self._db.execute("SELECT quantile_disc(start_us, ?) FROM spans", [share]).fetchone()
+                cut = self._one(self._db, "SELECT quantile_disc(start_us, ?) FROM spans", [share])
                 if total and cut and cut[0] is not None:
-                    self._db.execute("DELETE FROM spans WHERE start_us <= ?", [cut[0]])
+                    self._db.execute("DELETE FROM spans WHERE start_us <= ?", [cut[0]]).fetchall()
             dropped = before - self._count(self._db)
             if dropped:
-                self._db.execute("CHECKPOINT")
+                self._db.execute("CHECKPOINT").fetchall()
         return dropped
 
     @staticmethod
-    def _count(con: duckdb.DuckDBPyConnection) -> int:
-        row = con.execute("SELECT count(*) FROM spans").fetchone()
+    def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of a query, with the result consumed (DuckDB wants that before the next statement)."""
+        rows = con.execute(sql, list(params)).fetchall()
+        return rows[0] if rows else None
+
+    def _count(self, con: duckdb.DuckDBPyConnection) -> int:
+        row = self._one(con, "SELECT count(*) FROM spans")
         return int(row[0]) if row else 0
 
     def _used_bytes(self, con: duckdb.DuckDBPyConnection) -> int:
         """Blocks in use by the database plus its write-ahead log not yet checkpointed."""
-        row = con.execute("SELECT used_blocks * block_size FROM pragma_database_size()").fetchone()
+        row = self._one(con, "SELECT used_blocks * block_size FROM pragma_database_size()")
         wal = self.path.with_name(self.path.name + ".wal")
         return (int(row[0]) if row else 0) + (wal.stat().st_size if wal.exists() else 0)
 
@@ -207,32 +225,39 @@ class DuckDBStore:
         return [spans for spans in grouped.values() if spans]
 
     def find_traces(self, query: TraceQuery) -> list[bytes]:
-        """Ids of matching traces, newest (or longest) first."""
+        """Ids of matching traces, newest first (or by their longest matching span)."""
         where, params = self._conditions(query)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        python_checks = [t for t in query.tags if t.key not in SPECIAL_TAGS]
-        order = "duration_us DESC" if query.order == "duration" else "start_us DESC"
+        python_checks = [t for t in query.tags if not _decided_in_sql(t)]
         if not python_checks:
+            clause = f"WHERE {' AND '.join(where)}" if where else ""
             key = "max(duration_us)" if query.order == "duration" else "max(start_us)"
             sql = f"SELECT trace_id, {key} AS k FROM spans {clause} GROUP BY trace_id ORDER BY k DESC LIMIT ?"
             return [bytes(r[0]) for r in self._rows(sql, [*params, query.limit])]
+        # Candidates newest (or longest) first, a chunk at a time; each page starts after the last row
+        # seen (keyset paging), so spans arriving meanwhile neither shift nor repeat the pages.
+        column = "duration_us" if query.order == "duration" else "start_us"
         found: dict[bytes, None] = {}
-        sql = f"SELECT {ROW} FROM spans {clause} ORDER BY {order} LIMIT ? OFFSET ?"
-        offset = 0
+        after: tuple[int, bytes] | None = None
         while len(found) < query.limit:
-            rows = self._rows(sql, [*params, SCAN_CHUNK, offset])
+            page_where, page_params = list(where), list(params)
+            if after is not None:
+                page_where.append(f"({column} < ? OR ({column} = ? AND span_id > ?))")
+                page_params += [after[0], after[0], after[1]]
+            clause = f"WHERE {' AND '.join(page_where)}" if page_where else ""
+            sql = f"SELECT {ROW}, {column} FROM spans {clause} ORDER BY {column} DESC, span_id LIMIT ?"
+            rows = self._rows(sql, [*page_params, SCAN_CHUNK])
             for row in rows:
                 trace_id = bytes(row[0])
                 if trace_id in found:
                     continue
-                span = span_from_row(*row)
+                span = span_from_row(*row[:-1])
                 if all(c.matches(span) for c in python_checks):
                     found[trace_id] = None
                     if len(found) >= query.limit:
                         break
             if len(rows) < SCAN_CHUNK:
                 break
-            offset += SCAN_CHUNK
+            after = (int(rows[-1][-1]), bytes(rows[-1][1]))
         return list(found)
 
     def _conditions(self, query: TraceQuery) -> tuple[list[str], list[Any]]:
@@ -269,21 +294,19 @@ class DuckDBStore:
     @staticmethod
     def _special_or_needle(tag: TagCondition, add: Any) -> None:
         """Push a tag condition into SQL: exactly for the synthesized tags, as a prefilter for `=`."""
-        if tag.key == "error" and tag.op in ("=", "!="):
-            is_error = tag.value.lower() == "true"
-            add("(status = ?) = ?", STATUS_ERROR, is_error if tag.op == "=" else not is_error)
-        elif tag.key == "span.kind" and tag.op in ("=", "!="):
-            kind = KIND_NUMBERS.get(tag.value.lower(), -1)
-            add("kind = ?" if tag.op == "=" else "kind != ?", kind)
-        elif tag.key == "otel.status_code" and tag.op in ("=", "!="):
-            code = {"UNSET": 0, "OK": 1, "ERROR": 2}.get(tag.value.upper(), -1)
-            add("status = ?" if tag.op == "=" else "status != ?", code)
-        elif tag.key in SPECIAL_TAGS:
-            add("false")  # prefix/regex on a synthesized tag: not supported, matches nothing
-        elif tag.op == "=":
-            tests = " OR ".join("contains(hex(body), ?) OR contains(hex(resource), ?)" for _ in _needles(tag))
-            needles = [n for needle in _needles(tag) for n in (needle, needle)]
-            add(f"({tests})", *needles)
+        if _decided_in_sql(tag):
+            wanted = tag.op == "="
+            if tag.key == "error":
+                add("(status = ?) = ?", STATUS_ERROR, (tag.value == "true") == wanted)
+            elif tag.key == "span.kind":
+                add("kind = ?" if wanted else "kind <> ?", KIND_NUMBERS.get(tag.value.lower(), -1))
+            else:
+                code = {"UNSET": 0, "OK": 1, "ERROR": 2}.get(tag.value.upper(), -1)
+                add("status = ?" if wanted else "status <> ?", code)
+        elif tag.op == "=" and tag.key not in SPECIAL_TAGS:
+            needles = _needles(tag)
+            tests = " OR ".join("contains(hex(body), ?) OR contains(hex(resource), ?)" for _ in needles)
+            add(f"({tests})", *[n for needle in needles for n in (needle, needle)])
 
     def dependencies(self, start_us: int, end_us: int) -> list[Dependency]:
         """Edges parent service → child service with call and error counts."""
@@ -355,5 +378,5 @@ class DuckDBStore:
             return
         self._closed = True
         with self._write_lock, contextlib.suppress(duckdb.Error):
-            self._db.execute("CHECKPOINT")
+            self._db.execute("CHECKPOINT").fetchall()
         self._db.close()

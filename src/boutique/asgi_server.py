@@ -1,4 +1,4 @@
-"""Serving an ASGI app inside a process whose signals belong to the caller, on a socket bound up front."""
+"""Serving an ASGI app inside a process whose signals belong to the caller (shared by mesh, shop and observatory)."""
 
 from __future__ import annotations
 

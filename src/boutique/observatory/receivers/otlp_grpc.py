@@ -1,0 +1,96 @@
+"""OTLP/gRPC ingest: `opentelemetry.proto.collector.trace.v1.TraceService/Export` in front of a `Pipeline`.
+
+The method is registered through a generic handler without a request deserializer, so the servicer
+gets the raw request bytes and hands them to `otlp_proto.decode` (the fast header-only parse) instead
+of gRPC building the full message tree first. Status codes follow the OTLP spec: INVALID_ARGUMENT for
+undecodable data (not retried), RESOURCE_EXHAUSTED when the queue is full and UNAVAILABLE when the
+store fails (both retried; the delay is sent as `RetryInfo`, both in the status details and in the
+`google.rpc.retryinfo-bin` trailer the Python SDK reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf.any_pb2 import Any as AnyMessage
+from google.protobuf.duration_pb2 import Duration
+from google.rpc.error_details_pb2 import RetryInfo
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from boutique.observatory.pipeline import Pipeline, QueueFull, StoreFailed
+from boutique.observatory.receivers import otlp_proto
+from boutique.observatory.receivers.otlp_proto import PayloadError
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+METHOD = "Export"
+STORE_RETRY_AFTER_S = 5  # retry delay suggested when the store is failing
+INLINE_DECODE_BYTES = 512 * 1024  # larger requests are decoded on a worker thread, off the event loop
+
+
+def _retry_trailers(code: grpc.StatusCode, message: str, seconds: int) -> tuple[tuple[str, bytes], ...]:
+    """Trailing metadata telling the sender when to retry (status details and the SDK's own trailer)."""
+    retry = RetryInfo(retry_delay=Duration(seconds=seconds))
+    detail = AnyMessage()
+    detail.Pack(retry)
+    status = Status(code=code.value[0], message=message, details=[detail])
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", retry.SerializeToString()),
+    )
+
+
+class TraceService:
+    """The Export method over a pipeline (raw bytes in, serialized `ExportTraceServiceResponse` out)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def export(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        """Decode and store one request; abort with the OTLP status code when that is not possible."""
+        try:
+            if len(request) <= INLINE_DECODE_BYTES:
+                batch = otlp_proto.decode(request)
+            else:
+                batch = await asyncio.to_thread(otlp_proto.decode, request)
+        except PayloadError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            await self.pipeline.submit(batch)
+        except QueueFull as exc:
+            await self._abort_retryable(context, grpc.StatusCode.RESOURCE_EXHAUSTED, exc, exc.retry_after)
+        except StoreFailed as exc:
+            await self._abort_retryable(context, grpc.StatusCode.UNAVAILABLE, exc, STORE_RETRY_AFTER_S)
+        response = ExportTraceServiceResponse()
+        if batch.rejected:
+            response.partial_success.rejected_spans = batch.rejected
+            response.partial_success.error_message = batch.rejection
+        return response.SerializeToString()
+
+    @staticmethod
+    async def _abort_retryable(
+        context: grpc.aio.ServicerContext[bytes, bytes], code: grpc.StatusCode, exc: Exception, seconds: int
+    ) -> None:
+        message = f"the observatory cannot take spans now: {exc}"
+        await context.abort(code, message, trailing_metadata=_retry_trailers(code, message, seconds))
+
+
+def add_trace_service(server: grpc.aio.Server, pipeline: Pipeline) -> None:
+    """Register OTLP's TraceService/Export on the server, feeding the pipeline."""
+    service = TraceService(pipeline)
+    handler = grpc.unary_unary_rpc_method_handler(
+        service.export, request_deserializer=None, response_serializer=None
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
+
+
+def make_grpc_server(
+    max_message_bytes: int, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> grpc.aio.Server:
+    """A grpc.aio server refusing request messages above `max_message_bytes` (RESOURCE_EXHAUSTED)."""
+    return grpc.aio.server(
+        interceptors=list(interceptors),
+        options=[("grpc.max_receive_message_length", max_message_bytes)],
+    )

@@ -1,0 +1,232 @@
+"""One observatory process: the store, the pipeline, three receivers and the query API, started together.
+
+Every socket is bound before anything serves, so a busy port stops the start with one clear line
+and nothing half-running. When a token is set, every HTTP request (but `/_healthz`) and every gRPC
+call must carry `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from boutique.asgi_server import EmbeddedServer, bind, make_server, wait_started
+from boutique.observatory.api import query_routes
+from boutique.observatory.config import ObservatoryConfig, Ports
+from boutique.observatory.pipeline import Pipeline
+from boutique.observatory.processors.redact import CardRedactor
+from boutique.observatory.processors.sampling import KeepAll
+from boutique.observatory.receivers.http import Limits, otlp_http_routes, zipkin_routes
+from boutique.observatory.receivers.otlp_grpc import add_trace_service, make_grpc_server
+from boutique.observatory.store.duckdb_store import DuckDBStore, Retention
+
+log = logging.getLogger(__name__)
+
+
+class BearerAuth:
+    """ASGI middleware: refuse HTTP requests without the bearer token (health checks excepted)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/_healthz":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse(
+                    {"errors": [{"code": 401, "msg": "missing or wrong bearer token"}]},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class GrpcBearerAuth(grpc.aio.ServerInterceptor):
+    """gRPC interceptor: refuse calls whose `authorization` metadata is not the bearer token."""
+
+    def __init__(self, token: str) -> None:
+        self.expected = f"Bearer {token}"
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        """Pass authorised calls on; answer the rest UNAUTHENTICATED."""
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        if isinstance(given, bytes):
+            given = given.decode(errors="replace")
+        if hmac.compare_digest(str(given), self.expected):
+            return await continuation(details)
+        return self._refusal
+
+
+@dataclass
+class Bound:
+    """The ports actually listened on (differs from the config where it asked for 0)."""
+
+    otlp_grpc: int
+    otlp_http: int
+    zipkin: int
+    query: int
+
+
+class Observatory:
+    """The whole backend in this process's event loop."""
+
+    def __init__(self, config: ObservatoryConfig) -> None:
+        config.check()
+        self.config = config
+        self.store = DuckDBStore(
+            config.database,
+            Retention(int(config.retention_seconds * 1_000_000), config.retention_bytes),
+            memory_limit=config.memory_limit,
+        )
+        self.redactor = CardRedactor()
+        self.pipeline = Pipeline(
+            self.store,
+            [self.redactor, KeepAll()],
+            capacity_spans=config.queue_spans,
+            retention_every=config.retention_check_seconds,
+        )
+        self._servers: list[tuple[EmbeddedServer, asyncio.Task[None]]] = []
+        self._grpc: grpc.aio.Server | None = None
+        self.bound: Bound | None = None
+
+    def _app(self, routes: list[BaseRoute]) -> ASGIApp:
+        app: ASGIApp = Starlette(routes=[Route("/_healthz", self._health), *routes])
+        return BearerAuth(app, self.config.token) if self.config.token else app
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "SERVING"})
+
+    async def _status(self, request: Request) -> Response:
+        """Ingest and storage figures: spans accepted, refused, stored, queued; store size."""
+        from starlette.concurrency import run_in_threadpool
+
+        stored = await run_in_threadpool(self.store.stats)
+        figures = {
+            "accepted_spans": self.pipeline.accepted,
+            "refused_spans": self.pipeline.refused,
+            "stored_spans": self.pipeline.stored,
+            "queued_spans": self.pipeline.queued_spans,
+            "redacted_spans": self.redactor.redacted_spans,
+            "store": stored,
+            "ports": self.bound.__dict__ if self.bound else None,
+        }
+        return JSONResponse(figures)
+
+    async def start(self) -> Bound:
+        """Bind every port (failing cleanly if one is busy), then start serving."""
+        cfg, ports = self.config, self.config.ports
+        sockets = {}
+        try:
+            for name in ("otlp_http", "zipkin", "query"):
+                sockets[name] = bind(cfg.host, getattr(ports, name), f"observatory {name}")
+        except OSError:
+            for sock in sockets.values():
+                sock.close()
+            raise
+        interceptors = [GrpcBearerAuth(cfg.token)] if cfg.token else []
+        server = make_grpc_server(cfg.max_body_bytes, interceptors=interceptors)
+        add_trace_service(server, self.pipeline)
+        grpc_port = _add_grpc_port(server, cfg.host, ports.otlp_grpc)
+        if grpc_port is None:
+            for sock in sockets.values():
+                sock.close()
+            raise OSError(f"cannot listen on {cfg.host}:{ports.otlp_grpc}: port busy [observatory otlp_grpc]")
+        self.pipeline.start()
+        await server.start()
+        self._grpc = server
+        limits = Limits(max_body_bytes=cfg.max_body_bytes)
+        apps = {
+            "otlp_http": self._app(otlp_http_routes(self.pipeline, limits)),
+            "zipkin": self._app(zipkin_routes(self.pipeline, limits)),
+            "query": self._app([Route("/api/status", self._status), *query_routes(self.store)]),
+        }
+        for name, app in apps.items():
+            sock = sockets[name]
+            embedded = make_server(app, graceful=2)
+            task = asyncio.create_task(embedded.serve(sockets=[sock]), name=f"observatory-{name}")
+            self._servers.append((embedded, task))
+            if not await wait_started(embedded, task):
+                task.result()
+        self.bound = Bound(
+            grpc_port,
+            sockets["otlp_http"].getsockname()[1],
+            sockets["zipkin"].getsockname()[1],
+            sockets["query"].getsockname()[1],
+        )
+        return self.bound
+
+    async def stop(self) -> None:
+        """Stop taking spans, store what is queued, close the store."""
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2.0)
+        for embedded, _ in self._servers:
+            embedded.should_exit = True
+        for _, task in self._servers:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 5.0)
+        await asyncio.to_thread(self.pipeline.stop)
+        await asyncio.to_thread(self.store.close)
+
+
+def _add_grpc_port(server: grpc.aio.Server, host: str, port: int) -> int | None:
+    """Listen on host:port for gRPC; the bound port, or None when it is taken.
+
+    gRPC would share a port another process holds with SO_REUSEPORT, so the port is first checked
+    with a plain bind that does not set it.
+    """
+    if port:
+        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return None
+        finally:
+            probe.close()
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        return None
+    return bound or None
+
+
+async def serve(config: ObservatoryConfig) -> None:
+    """Run until SIGTERM/SIGINT, then stop cleanly (queued spans are stored first)."""
+    observatory = Observatory(config)
+    bound = await observatory.start()
+    log.info("observatory ready", extra={"ports": bound.__dict__, "database": str(config.database)})
+    print(json.dumps({"event": "observatory ready", "ports": bound.__dict__}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await observatory.stop()
+
+
+__all__ = ["Bound", "Observatory", "ObservatoryConfig", "Ports", "serve"]
