@@ -21,13 +21,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from boutique.asgi_server import BackgroundServer
 from boutique.mesh import GrpcServer, ProcessInfo, ServiceBinding, deadline
 from boutique.mesh.dependency import CallPolicy
 from boutique.mesh.discovery import Resolver
 from boutique.mesh.errors import BulkheadFull, CircuitOpen, NoInstances
 from boutique.mesh.grpc_client import GrpcDependency
 from boutique.mesh.http_client import HttpDependency, ServerError
-from boutique.asgi_server import BackgroundServer
 from boutique.mesh.instance import Instance
 from boutique.mesh.resilience import BreakerConfig, BreakerState, RetryBudget
 from boutique.mesh.server import SERVED_BY

@@ -259,7 +259,7 @@ class ControlledStore:
 
     def append(self, batch: SpanBatch) -> None:
         """Wait while held, fail while failing, else append to the real store."""
-        self.release.wait(10)
+        self.release.wait(60)
         if self.failing:
             raise RuntimeError("disk full")
         self.inner.append(batch)
@@ -534,6 +534,9 @@ async def test_queue_full_is_429_and_resource_exhausted(
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         trailers = dict(refused.value.trailing_metadata() or ())
         assert RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"]).retry_delay.seconds == 1
+        details = RpcStatus.FromString(trailers["grpc-status-details-bin"])
+        assert details.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert details.details[0].Is(RetryInfo.DESCRIPTOR)
     finally:
         controlled.release.set()
     assert await asyncio.wrap_future(first) == 1
@@ -762,7 +765,7 @@ async def test_the_sdks_zipkin_encoding_is_understood(client: httpx.AsyncClient,
     spans = sdk_spans()
     local = NodeEndpoint(ipv4="127.0.0.1", port=7000)
     local.service_name = "sdk-app"  # the exporter takes it from the spans' resource
-    body = JsonV2Encoder().serialize(spans, local)
+    body = JsonV2Encoder().serialize(spans, local)  # type: ignore[arg-type]  # the exporter passes these
     response = await client.post("/api/v2/spans", content=body, headers=JSON)
     assert response.status_code == 202
     trace_id = spans[0].context.trace_id.to_bytes(16, "big")

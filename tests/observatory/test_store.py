@@ -198,3 +198,19 @@ def test_synthesized_tags_take_every_operator_and_an_error_attribute_stays_searc
     assert find(TagCondition("error", "=", "timeout")) == [timed_out.trace_id]
     assert find(TagCondition("error", "!=", "true")) == [timed_out.trace_id]
     store.close()
+
+
+def test_an_unknown_kind_or_status_code_is_stored_as_unspecified(tmp_path: Path) -> None:
+    request = ExportTraceServiceRequest()
+    span = (
+        request.resource_spans.add()
+        .scope_spans.add()
+        .spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name="odd", kind=99)
+    )
+    span.status.code = -1  # type: ignore[assignment]
+    decoded = decode(request.SerializeToString())
+    assert (decoded.kind, decoded.status) == ([0], [0])
+    store = DuckDBStore(tmp_path / "o.duckdb")
+    store.append(decoded)
+    assert store.stats()["spans"] == 1
+    store.close()

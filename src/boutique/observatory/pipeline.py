@@ -32,6 +32,8 @@ class QueueFull(Exception):
 class StoreFailed(Exception):
     """The store could not write the batch; retryable."""
 
+    retry_after = 5  # seconds, for Retry-After
+
 
 class Pipeline:
     """The bounded queue and the writer thread in front of a store."""

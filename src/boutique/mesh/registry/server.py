@@ -27,8 +27,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from boutique.mesh.config import parse_duration
 from boutique.asgi_server import EmbeddedServer, bind, make_server, wait_started
+from boutique.mesh.config import parse_duration
 from boutique.mesh.instance import Instance
 from boutique.mesh.registry.checks import HealthChecks, parse_check
 from boutique.mesh.registry.state import LimitExceeded, Record, RegistryState, validate_name

@@ -30,7 +30,6 @@ from boutique.observatory.receivers.otlp_proto import PayloadError
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-STORE_RETRY_AFTER_S = 5  # Retry-After when the store is failing
 INLINE_DECODE_BYTES = 512 * 1024  # larger bodies are decoded on a worker thread, off the event loop
 
 # google.rpc.Code numbers used in OTLP error bodies.
@@ -143,7 +142,7 @@ async def _ingest(
     except QueueFull as exc:
         raise Refused(429, f"the observatory is busy: {exc}", retry_after=exc.retry_after) from None
     except StoreFailed as exc:
-        raise Refused(503, str(exc), retry_after=STORE_RETRY_AFTER_S) from None
+        raise Refused(503, str(exc), retry_after=exc.retry_after) from None
     return batch
 
 

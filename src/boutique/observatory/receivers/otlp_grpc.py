@@ -26,7 +26,6 @@ from boutique.observatory.receivers.otlp_proto import PayloadError
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
-STORE_RETRY_AFTER_S = 5  # retry delay suggested when the store is failing
 INLINE_DECODE_BYTES = 512 * 1024  # larger requests are decoded on a worker thread, off the event loop
 
 
@@ -62,7 +61,7 @@ class TraceService:
         except QueueFull as exc:
             await self._abort_retryable(context, grpc.StatusCode.RESOURCE_EXHAUSTED, exc, exc.retry_after)
         except StoreFailed as exc:
-            await self._abort_retryable(context, grpc.StatusCode.UNAVAILABLE, exc, STORE_RETRY_AFTER_S)
+            await self._abort_retryable(context, grpc.StatusCode.UNAVAILABLE, exc, exc.retry_after)
         response = ExportTraceServiceResponse()
         if batch.rejected:
             response.partial_success.rejected_spans = batch.rejected

@@ -74,10 +74,12 @@ def _columns(request: object) -> SpanBatch:
                 parent_ids.append(parent)
                 services.append(service)
                 operations.append(span.name)
-                kinds.append(span.kind)
+                kind = span.kind
+                kinds.append(kind if 0 <= kind <= 5 else 0)  # an unknown kind is stored as unspecified
                 starts.append(start // 1000)
                 durations.append((end - start) // 1000 if end > start else 0)
-                statuses.append(span.status.code)
+                status = span.status.code
+                statuses.append(status if 0 <= status <= 2 else 0)  # an unknown status code is unset
                 instances.append(instance)
                 bodies.append(body)
                 resources.append(resource)

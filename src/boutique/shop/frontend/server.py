@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 
-from boutique.mesh import ProcessInfo, env_duration
 from boutique.asgi_server import bind, make_server, wait_started
+from boutique.mesh import ProcessInfo, env_duration
 from boutique.mesh.presence import Presence
 from boutique.mesh.runtime import Mesh
 from boutique.shop.frontend.app import create_app
