@@ -148,9 +148,15 @@ def test_data_dir_layout(shop: Up) -> None:
         "productcatalog", "currency", "cart", "shipping", "payment", "email",
         "recommendation", "ad", "checkout", "frontend",
     }  # fmt: skip
-    assert {p["service"] for p in state["processes"]} == shop_services | {"registry"}
+    assert {p["service"] for p in state["processes"]} == shop_services | {"registry", "observatory"}
     assert all(p["state"] == "SERVING" for p in state["processes"])
     assert all(Path(p["log"]).exists() for p in state["processes"])
+
+    observatory = state["observatory_url"]
+    assert observatory in shop.text()  # the ready line says where the traces are
+    assert httpx.get(f"{observatory}/_healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{observatory}/api/services", timeout=5).json()["errors"] is None
+    assert (shop.data_dir / "observatory.duckdb").exists()
 
     registry = next(p["address"] for p in state["processes"] if p["service"] == "registry")
     listed = httpx.get(f"http://{registry}/v1/services", timeout=5).json()["services"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import signal
 import socket
@@ -217,7 +216,6 @@ async def serve(config: ObservatoryConfig) -> None:
     observatory = Observatory(config)
     bound = await observatory.start()
     log.info("observatory ready", extra={"ports": bound.__dict__, "database": str(config.database)})
-    print(json.dumps({"event": "observatory ready", "ports": bound.__dict__}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
