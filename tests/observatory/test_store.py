@@ -214,3 +214,18 @@ def test_an_unknown_kind_or_status_code_is_stored_as_unspecified(tmp_path: Path)
     store.append(decoded)
     assert store.stats()["spans"] == 1
     store.close()
+
+
+def test_the_running_pipeline_enforces_retention_on_its_own(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "o.duckdb", Retention(max_age_us=60 * 1_000_000))
+    pipeline = Pipeline(store, retention_every=0.05)
+    pipeline.start()
+    now = now_us()
+    pipeline.offer(batch(10, now - 3600 * 1_000_000, service="stale")).result(30)
+    pipeline.offer(batch(10, now, service="fresh")).result(30)
+    deadline = time.monotonic() + 30
+    while "stale" in store.services() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pipeline.stop()
+    assert store.services() == ["fresh"]
+    store.close()

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 # OTLP SpanKind numbers and the names the Jaeger and Zipkin APIs use.
 KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 KIND_NUMBERS = {name: number for number, name in KIND_NAMES.items()}
@@ -43,7 +45,8 @@ class SpanBatch:
 
     Ids are raw bytes (16 for a trace, 8 for a span; `parent_id` is b"" for a root). `body` holds the
     serialized OTLP `Span`; `resource` and `scope` the serialized `Resource` and `InstrumentationScope`
-    (the same bytes object is shared by the spans of one resource or scope).
+    (the same bytes object is shared by the spans of one resource or scope). `signature` holds the
+    spans' tag signatures (see `tagsig`) in blocks whose rows add up to the spans, in order.
     """
 
     trace_id: list[bytes] = field(default_factory=list)
@@ -59,6 +62,7 @@ class SpanBatch:
     body: list[bytes] = field(default_factory=list)
     resource: list[bytes] = field(default_factory=list)
     scope: list[bytes] = field(default_factory=list)
+    signature: list[np.ndarray] = field(default_factory=list)  # (n, tagsig.WORDS) blocks, one row per span
     rejected: int = 0  # spans the receiver refused (reported as OTLP partial success)
     rejection: str = ""  # why, for the partial-success message
 
@@ -73,6 +77,7 @@ class SpanBatch:
         """Append another batch's spans (used to group batches into one store write)."""
         for name in BATCH_COLUMNS:
             getattr(self, name).extend(getattr(other, name))
+        self.signature.extend(other.signature)
         self.rejected += other.rejected
 
     def reject(self, count: int, reason: str) -> None:

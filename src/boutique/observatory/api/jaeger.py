@@ -188,8 +188,7 @@ class JaegerApi:
         query = None if wanted else p.jaeger_trace_query(request.query_params, now_us())
 
         def run() -> list[list[Span]]:
-            ids = wanted if query is None else self.store.find_traces(query)
-            return self.store.traces(ids)
+            return self.store.traces(wanted) if query is None else self.store.search(query)
 
         found = await run_in_threadpool(run)
         return JSONResponse(p.envelope([jaeger_trace(spans) for spans in found]))

@@ -155,7 +155,7 @@ class V3Api:
             return error(400, str(exc))
 
         def run() -> list[list[Span]]:
-            return self.store.traces(self.store.find_traces(query))
+            return self.store.search(query)
 
         return JSONResponse(traces_response(await run_in_threadpool(run)))
 

@@ -105,7 +105,7 @@ class ZipkinApi:
         query = p.zipkin_trace_query(request.query_params, time.time_ns() // 1000)
 
         def run() -> list[list[Span]]:
-            return self.store.traces(self.store.find_traces(query))
+            return self.store.search(query)
 
         return JSONResponse([zipkin_trace(t) for t in await run_in_threadpool(run)])
 

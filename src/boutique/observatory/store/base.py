@@ -131,6 +131,10 @@ class Store(Protocol):
         """Ids of the traces matching the query, best first, at most `query.limit`."""
         ...
 
+    def search(self, query: TraceQuery) -> list[list[Span]]:
+        """The spans of each matching trace, in `find_traces` order."""
+        ...
+
     def traces(self, trace_ids: Sequence[bytes]) -> list[list[Span]]:
         """The spans of each trace that has any, in the order asked, each sorted by start."""
         ...

@@ -1,9 +1,11 @@
 """The DuckDB span store: one row per span in one file, bulk Arrow appends, an ART index on trace id.
 
 Ingest writes from one thread through one connection; queries run on cursors of their own (DuckDB's
-MVCC lets them read while the writer appends). Tag conditions are pushed into SQL as byte needles
-for exact matches and checked exactly in Python on the decoded candidates, so every operator works
-on the verbatim span bodies the store keeps.
+MVCC lets them read while the writer appends). A search runs in two steps: SQL over the narrow
+columns (service, operation, kind, times, status and the 256-bit tag signature, see `tagsig`) finds
+candidate spans newest first without reading a span body; then the candidates' traces are fetched
+through the index and every tag condition is checked exactly on the decoded spans, so each operator
+works on the verbatim bodies the store keeps.
 """
 
 from __future__ import annotations
@@ -17,18 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from boutique.observatory import tagsig
 from boutique.observatory.decode import span_from_row
 from boutique.observatory.model import BATCH_COLUMNS, KIND_NUMBERS, STATUS_ERROR, Span, SpanBatch
 from boutique.observatory.store.base import Dependency, RedPoint, TagCondition, TraceQuery
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
-    trace_id BLOB NOT NULL,
-    span_id BLOB NOT NULL,
-    parent_id BLOB NOT NULL,
+    trace_id BLOB NOT NULL USING COMPRESSION uncompressed,
+    span_id BLOB NOT NULL USING COMPRESSION uncompressed,
+    parent_id BLOB NOT NULL USING COMPRESSION uncompressed,
     service VARCHAR NOT NULL,
     operation VARCHAR NOT NULL,
     kind UTINYINT NOT NULL,
@@ -36,13 +39,22 @@ CREATE TABLE IF NOT EXISTS spans (
     duration_us BIGINT NOT NULL,
     status UTINYINT NOT NULL,
     instance VARCHAR NOT NULL,
-    body BLOB NOT NULL,
+    body BLOB NOT NULL USING COMPRESSION uncompressed,
     resource BLOB NOT NULL,
-    scope BLOB NOT NULL
+    scope BLOB NOT NULL,
+    s0 UBIGINT NOT NULL USING COMPRESSION uncompressed,
+    s1 UBIGINT NOT NULL USING COMPRESSION uncompressed,
+    s2 UBIGINT NOT NULL USING COMPRESSION uncompressed,
+    s3 UBIGINT NOT NULL USING COMPRESSION uncompressed
 );
 CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
 """
+# Ids and signatures are random: compressing them costs checkpoint time and saves nothing. Bodies are
+# stored as they came too: zstd would halve them on disk, but every trace fetch would then inflate a
+# whole block per span (trace by id 1.7 times slower, searches twice as slow), and ingest would pay
+# for compressing at each checkpoint.
 
+SIGNATURE_COLUMNS = tuple(f"s{i}" for i in range(tagsig.WORDS))
 ARROW_SCHEMA = pa.schema(
     [
         ("trace_id", pa.binary()),
@@ -58,12 +70,14 @@ ARROW_SCHEMA = pa.schema(
         ("body", pa.binary()),
         ("resource", pa.binary()),
         ("scope", pa.binary()),
+        *((name, pa.uint64()) for name in SIGNATURE_COLUMNS),
     ]
 )
-assert tuple(ARROW_SCHEMA.names) == BATCH_COLUMNS
+assert tuple(ARROW_SCHEMA.names) == (*BATCH_COLUMNS, *SIGNATURE_COLUMNS)
 
 ROW = ", ".join(BATCH_COLUMNS)
-SCAN_CHUNK = 4096  # candidate spans decoded per round when tag conditions need checking in Python
+CANDIDATE_PAGE = 2000  # candidate spans (narrow columns) read per step of a search
+FIRST_WINDOW_US = 15 * 60 * 1_000_000  # the newest start-time window a search looks at first
 SPECIAL_TAGS = ("error", "span.kind", "otel.status_code")
 
 
@@ -86,21 +100,6 @@ class Retention:
     max_bytes: int = 1 << 30
 
 
-def _needles(condition: TagCondition) -> list[str]:
-    """Hex of the serialized KeyValues an exact `key=value` match must contain, one per value type."""
-    values = [AnyValue(string_value=condition.value)]
-    text = condition.value
-    if text in ("true", "false"):
-        values.append(AnyValue(bool_value=text == "true"))
-    with contextlib.suppress(ValueError):
-        number = int(text)
-        if -(2**63) <= number < 2**63:
-            values.append(AnyValue(int_value=number))
-    with contextlib.suppress(ValueError):
-        values.append(AnyValue(double_value=float(text)))
-    return [KeyValue(key=condition.key, value=v).SerializeToString().hex().upper() for v in values]
-
-
 class DuckDBStore:
     """Spans in a DuckDB file (see module docstring)."""
 
@@ -117,6 +116,8 @@ class DuckDBStore:
         self._db = duckdb.connect(str(self.path), config={"memory_limit": memory_limit, "threads": threads})
         self._db.execute(SCHEMA)
         self._write_lock = threading.Lock()
+        self._span_range: tuple[int, int] | None = None  # oldest and newest start stored (for windows)
+        self._refresh_span_range()
         self._local = threading.local()
         self._closed = False
 
@@ -126,16 +127,30 @@ class DuckDBStore:
         """Append a batch in one Arrow insert (committed when this returns)."""
         if not len(batch):
             return
-        columns = batch.columns()
-        table = pa.Table.from_arrays(
-            [pa.array(columns[f.name], type=f.type) for f in ARROW_SCHEMA], schema=ARROW_SCHEMA
+        signature = (
+            np.concatenate(batch.signature) if batch.signature else np.zeros((0, tagsig.WORDS), np.uint64)
         )
+        if len(signature) != len(batch):
+            raise ValueError(f"{len(batch)} spans but {len(signature)} tag signatures")
+        columns = batch.columns()
+        arrays = [pa.array(columns[f.name], type=f.type) for f in ARROW_SCHEMA if f.name in columns]
+        arrays += [pa.array(np.ascontiguousarray(signature[:, i])) for i in range(tagsig.WORDS)]
+        table = pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
         with self._write_lock:
             self._db.register("incoming_spans", table)
             try:
-                self._db.execute(f"INSERT INTO spans SELECT {ROW} FROM incoming_spans").fetchall()
+                self._db.execute("INSERT INTO spans SELECT * FROM incoming_spans").fetchall()
             finally:
                 self._db.unregister("incoming_spans")
+            low, high = min(batch.start_us), max(batch.start_us)
+            if self._span_range is not None:
+                low, high = min(low, self._span_range[0]), max(high, self._span_range[1])
+            self._span_range = (low, high)
+
+    def _refresh_span_range(self) -> None:
+        """Read the oldest and newest stored start (after opening, after retention)."""
+        row = self._one(self._db, "SELECT min(start_us), max(start_us) FROM spans")
+        self._span_range = (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
     def enforce_retention(self, now_us: int | None = None) -> int:
         """Drop spans past the age limit, then the oldest until the used size is under the limit."""
@@ -157,6 +172,7 @@ class DuckDBStore:
             dropped = before - self._count(self._db)
             if dropped:
                 self._db.execute("CHECKPOINT").fetchall()
+                self._refresh_span_range()
         return dropped
 
     @staticmethod
@@ -226,17 +242,84 @@ class DuckDBStore:
 
     def find_traces(self, query: TraceQuery) -> list[bytes]:
         """Ids of matching traces, newest first (or by their longest matching span)."""
+        return [bytes.fromhex(trace[0].trace_id) for trace in self.search(query)]
+
+    def search(self, query: TraceQuery) -> list[list[Span]]:
+        """The matching traces themselves, in `find_traces` order (what the query APIs return).
+
+        Newest-first searches go through start-time windows, the newest 15 minutes first and each next
+        window four times wider, and stop once `limit` traces are found: zone maps on start time let
+        each window read only its own row groups, so a search with recent hits never scans the day.
+        """
         where, params = self._conditions(query)
-        python_checks = [t for t in query.tags if not _decided_in_sql(t)]
-        if not python_checks:
-            clause = f"WHERE {' AND '.join(where)}" if where else ""
-            key = "max(duration_us)" if query.order == "duration" else "max(start_us)"
-            sql = f"SELECT trace_id, {key} AS k FROM spans {clause} GROUP BY trace_id ORDER BY k DESC LIMIT ?"
-            return [bytes(r[0]) for r in self._rows(sql, [*params, query.limit])]
-        # Candidates newest (or longest) first, a chunk at a time; each page starts after the last row
-        # seen (keyset paging), so spans arriving meanwhile neither shift nor repeat the pages.
+        checks = [t for t in query.tags if not _decided_in_sql(t)]
+        found: dict[bytes, list[Span]] = {}
+        fetched: dict[bytes, dict[str, Span]] = {}
+        windows = self._windows(query) if query.order == "start" else [(None, None)]
+        for low, high in windows:
+            window_where, window_params = list(where), list(params)
+            if low is not None:
+                window_where.append("start_us >= ?")
+                window_params.append(low)
+            if high is not None:
+                window_where.append("start_us < ?")
+                window_params.append(high)
+            if checks:
+                self._search_candidates(window_where, window_params, checks, query, found, fetched)
+            else:
+                self._search_in_sql(window_where, window_params, query, found)
+            if len(found) >= query.limit:
+                break
+        return list(found.values())[: query.limit]
+
+    def _windows(self, query: TraceQuery) -> list[tuple[int | None, int | None]]:
+        """[low, high) start-time windows, newest first; None leaves a side open."""
+        span_range = self._span_range
+        if span_range is None:
+            return [(None, None)]
+        oldest, newest = span_range
+        high = (query.end_us if query.end_us is not None else newest) + 1
+        floor = max(query.start_us, oldest) if query.start_us is not None else oldest
+        windows: list[tuple[int | None, int | None]] = []
+        width = FIRST_WINDOW_US
+        while True:
+            low = high - width
+            upper = high if windows else None  # the first window is open upwards: spans keep arriving
+            if low <= floor:
+                windows.append((None, upper))
+                return windows
+            windows.append((low, upper))
+            high, width = low, width * 4
+
+    def _search_in_sql(
+        self, where: list[str], params: list[Any], query: TraceQuery, found: dict[bytes, list[Span]]
+    ) -> None:
+        """Add the window's best traces when SQL decides every condition."""
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        key = "max(duration_us)" if query.order == "duration" else "max(start_us)"
+        sql = f"SELECT trace_id, {key} AS k FROM spans {clause} GROUP BY trace_id ORDER BY k DESC LIMIT ?"
+        rows = self._rows(sql, [*params, query.limit + len(found)])
+        fresh = [bytes(r[0]) for r in rows if bytes(r[0]) not in found][: query.limit - len(found)]
+        by_id = {bytes.fromhex(t[0].trace_id): t for t in self.traces(fresh)}
+        for trace_id in fresh:
+            if trace_id in by_id:
+                found[trace_id] = by_id[trace_id]
+
+    def _search_candidates(
+        self,
+        where: list[str],
+        params: list[Any],
+        checks: list[TagCondition],
+        query: TraceQuery,
+        found: dict[bytes, list[Span]],
+        fetched: dict[bytes, dict[str, Span]],
+    ) -> None:
+        """Add the window's traces whose candidate span passes the checks SQL cannot decide.
+
+        Candidates come newest (or longest) first, a page at a time; each page starts after the last
+        row seen (keyset paging), so spans arriving meanwhile neither shift nor repeat the pages.
+        """
         column = "duration_us" if query.order == "duration" else "start_us"
-        found: dict[bytes, None] = {}
         after: tuple[int, bytes] | None = None
         while len(found) < query.limit:
             page_where, page_params = list(where), list(params)
@@ -244,21 +327,40 @@ class DuckDBStore:
                 page_where.append(f"({column} < ? OR ({column} = ? AND span_id > ?))")
                 page_params += [after[0], after[0], after[1]]
             clause = f"WHERE {' AND '.join(page_where)}" if page_where else ""
-            sql = f"SELECT {ROW}, {column} FROM spans {clause} ORDER BY {column} DESC, span_id LIMIT ?"
-            rows = self._rows(sql, [*page_params, SCAN_CHUNK])
-            for row in rows:
-                trace_id = bytes(row[0])
-                if trace_id in found:
+            sql = f"SELECT trace_id, span_id, {column} FROM spans {clause} ORDER BY {column} DESC, span_id LIMIT ?"
+            rows = self._rows(sql, [*page_params, CANDIDATE_PAGE])
+            self._check_candidates(rows, checks, query.limit, found, fetched)
+            if len(rows) < CANDIDATE_PAGE:
+                return
+            after = (int(rows[-1][2]), bytes(rows[-1][1]))
+
+    def _check_candidates(
+        self,
+        rows: list[tuple[Any, ...]],
+        checks: list[TagCondition],
+        limit: int,
+        found: dict[bytes, list[Span]],
+        fetched: dict[bytes, dict[str, Span]],
+    ) -> None:
+        """Fetch the candidates' traces a few at a time and keep those whose candidate span passes."""
+        pending = [(bytes(r[0]), bytes(r[1]).hex()) for r in rows if bytes(r[0]) not in found]
+        start = 0
+        while start < len(pending) and len(found) < limit:
+            # The signature leaves few false candidates: fetch about as many traces as still wanted.
+            step = limit - len(found) + 2
+            chunk = pending[start : start + step]
+            start += step
+            missing = list(dict.fromkeys(t for t, _ in chunk if t not in fetched))
+            for trace in self.traces(missing):
+                fetched[bytes.fromhex(trace[0].trace_id)] = {s.span_id: s for s in trace}
+            for trace_id, span_id in chunk:
+                spans = fetched.get(trace_id, {})
+                span = spans.get(span_id)
+                if trace_id in found or span is None or not all(c.matches(span) for c in checks):
                     continue
-                span = span_from_row(*row[:-1])
-                if all(c.matches(span) for c in python_checks):
-                    found[trace_id] = None
-                    if len(found) >= query.limit:
-                        break
-            if len(rows) < SCAN_CHUNK:
-                break
-            after = (int(rows[-1][-1]), bytes(rows[-1][1]))
-        return list(found)
+                found[trace_id] = sorted(spans.values(), key=lambda s: (s.start_us, s.span_id))
+                if len(found) >= limit:
+                    return
 
     def _conditions(self, query: TraceQuery) -> tuple[list[str], list[Any]]:
         """SQL conditions and parameters for everything SQL can decide about one span."""
@@ -293,7 +395,7 @@ class DuckDBStore:
 
     @staticmethod
     def _special_or_needle(tag: TagCondition, add: Any) -> None:
-        """Push a tag condition into SQL: exactly for the synthesized tags, as a prefilter for `=`."""
+        """Push a tag condition into SQL: exactly for the synthesized tags, as a signature test for `=`."""
         if _decided_in_sql(tag):
             wanted = tag.op == "="
             if tag.key == "error":
@@ -304,9 +406,16 @@ class DuckDBStore:
                 code = {"UNSET": 0, "OK": 1, "ERROR": 2}.get(tag.value.upper(), -1)
                 add("status = ?" if wanted else "status <> ?", code)
         elif tag.op == "=" and tag.key not in SPECIAL_TAGS:
-            needles = _needles(tag)
-            tests = " OR ".join("contains(hex(body), ?) OR contains(hex(resource), ?)" for _ in needles)
-            add(f"({tests})", *[n for needle in needles for n in (needle, needle)])
+            tests, values = [], []
+            for mask in tagsig.needle_masks(tag.key, tag.value):
+                parts = [
+                    f"({column} & ?) = ?"
+                    for column, word in zip(SIGNATURE_COLUMNS, mask, strict=True)
+                    if word
+                ]
+                tests.append(f"({' AND '.join(parts)})")
+                values += [v for word in mask if word for v in (word, word)]
+            add(f"({' OR '.join(tests)})", *values)
 
     def dependencies(self, start_us: int, end_us: int) -> list[Dependency]:
         """Edges parent service → child service with call and error counts."""
@@ -366,6 +475,11 @@ class DuckDBStore:
         """Spans stored and bytes used by the file."""
         cursor = self._cursor()
         return {"spans": self._count(cursor), "bytes": self._used_bytes(cursor)}
+
+    def sample_trace_ids(self, count: int) -> list[bytes]:
+        """Ids of up to `count` stored traces picked at random (benchmarks, spot checks)."""
+        rows = self._rows(f"SELECT trace_id FROM spans USING SAMPLE reservoir({max(0, int(count))} ROWS)")
+        return [bytes(r[0]) for r in rows]
 
     def scan(self) -> Iterator[Span]:
         """Every stored span, oldest first (tests and exports)."""
