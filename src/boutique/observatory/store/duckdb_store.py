@@ -153,25 +153,37 @@ class DuckDBStore:
         self._span_range = (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
     def enforce_retention(self, now_us: int | None = None) -> int:
-        """Drop spans past the age limit, then the oldest until the used size is under the limit."""
+        """Drop spans past the age limit, then the oldest until the used size is under the limit.
+
+        Sizes are read after a checkpoint, when the write-ahead log is in the file; DuckDB frees
+        space only as whole row groups empty, so the size cut is repeated (at most three times) while
+        it still shrinks the file's used blocks.
+        """
         now_us = int(time.time() * 1_000_000) if now_us is None else now_us
-        dropped = 0
+        limit = self.retention.max_bytes
         with self._write_lock:
-            before = self._count(self._db)
-            self._db.execute(
+            db = self._db
+            before = self._count(db)
+            db.execute(
                 "DELETE FROM spans WHERE start_us < ?", [now_us - self.retention.max_age_us]
             ).fetchall()
-            used = self._used_bytes(self._db)
-            if used > self.retention.max_bytes:
-                total = self._count(self._db)
-                # Keep a tenth of headroom so the next check does not delete again at once.
-                share = min(1.0, 1.0 - (self.retention.max_bytes * 0.9) / used)
-                cut = self._one(self._db, "SELECT quantile_disc(start_us, ?) FROM spans", [share])
-                if total and cut and cut[0] is not None:
-                    self._db.execute("DELETE FROM spans WHERE start_us <= ?", [cut[0]]).fetchall()
-            dropped = before - self._count(self._db)
+            db.execute("CHECKPOINT").fetchall()
+            used = self._used_bytes(db)
+            for _ in range(3):
+                if used <= limit:
+                    break
+                # Aim a tenth below the limit so the next check does not cut again at once.
+                share = min(1.0, 1.0 - (limit * 0.9) / used)
+                cut = self._one(db, "SELECT quantile_disc(start_us, ?) FROM spans", [share])
+                if not cut or cut[0] is None:
+                    break
+                db.execute("DELETE FROM spans WHERE start_us <= ?", [cut[0]]).fetchall()
+                db.execute("CHECKPOINT").fetchall()
+                shrunk, used = used, self._used_bytes(db)
+                if used >= shrunk:
+                    break
+            dropped = before - self._count(db)
             if dropped:
-                self._db.execute("CHECKPOINT").fetchall()
                 self._refresh_span_range()
         return dropped
 
