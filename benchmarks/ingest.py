@@ -9,26 +9,33 @@ ParseFromString(payload)` with the real opentelemetry.proto class, and (B) the i
 `decode(payload)` then `Pipeline.offer` into a `DuckDBStore` (threads=1) in a temporary directory,
 waiting for every batch's future, i.e. until the writer thread's group commit has returned. The
 whole process (all its threads) is pinned to one CPU and its CPU time is measured too. The ratio
-printed is stored/parsed spans per second (target >= 0.4).
+printed is stored/parsed spans per second (target >= 0.4). Then (C) runs a real `boutique
+observatory` process (it inherits the pinning), sends it the same payloads over OTLP/HTTP and
+samples its resident memory (target < 300 MiB).
 Usage: python benchmarks/ingest.py [--spans 200000] [--rounds 10] [--direct] [--dir DIR] [--cpu N]
+       [--no-process]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import httpx
 import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
@@ -38,6 +45,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 from boutique.observatory.pipeline import Pipeline, QueueFull
 from boutique.observatory.receivers.otlp_proto import decode
 from boutique.observatory.store.duckdb_store import DuckDBStore
+from boutique.run.ports import free_port
 
 BATCH = 512  # spans per export request: the BatchSpanProcessor's max_export_batch_size default
 SERVER, CLIENT = Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT
@@ -364,6 +372,8 @@ def measure(args: argparse.Namespace, folder: Path) -> None:
         pipeline.stop()
     report(args, results, store, folder, len(chunks))
     store.close()
+    if args.process:
+        real_process(data, folder)
 
 
 def report(
@@ -399,6 +409,66 @@ def report(
     )
 
 
+def real_process(data: list[bytes], folder: Path, senders: int = 4) -> None:
+    """(C) A `boutique observatory` process fed the payloads over OTLP/HTTP: its rate and its RSS."""
+    ports = [free_port() for _ in range(4)]
+    command = [
+        sys.executable, "-m", "boutique.cli", "observatory", "--data-dir", str(folder / "process"),
+        "--otlp-grpc-port", str(ports[0]), "--otlp-http-port", str(ports[1]), "--zipkin-port", str(ports[2]),
+        "--port", str(ports[3]), "--log-level", "WARNING",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rss: list[int] = []
+    done = threading.Event()
+    try:
+        with httpx.Client(timeout=60) as client:
+            for _ in range(600):
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"http://127.0.0.1:{ports[3]}/_healthz").status_code == 200:
+                        break
+                time.sleep(0.05)
+            watched = psutil.Process(proc.pid)
+
+            def sample() -> None:
+                while not done.wait(0.2):
+                    with contextlib.suppress(psutil.Error):
+                        rss.append(watched.memory_info().rss)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            url = f"http://127.0.0.1:{ports[1]}/v1/traces"
+            headers = {"Content-Type": "application/x-protobuf"}
+
+            def send(payload: bytes) -> None:
+                while True:
+                    answer = client.post(url, content=payload, headers=headers)
+                    if answer.status_code == 200:
+                        return
+                    if answer.status_code not in (429, 503):
+                        raise SystemExit(
+                            f"the observatory answered {answer.status_code}: {answer.text[:200]}"
+                        )
+                    time.sleep(float(answer.headers.get("retry-after", "1")))
+
+            began = time.perf_counter()
+            with ThreadPoolExecutor(senders) as pool:
+                list(pool.map(send, data))
+            took = time.perf_counter() - began
+            done.set()
+            sampler.join()
+            stored = client.get(f"http://127.0.0.1:{ports[3]}/api/status").json()["stored_spans"]
+    finally:
+        done.set()
+        proc.terminate()
+        proc.wait(30)
+    steady = sorted(rss[len(rss) // 2 :]) or [0]
+    print(
+        f"  (C) a `boutique observatory` process, the same payloads over OTLP/HTTP from {senders} senders:"
+        f" {stored / took:,.0f} spans/s stored; its RSS {steady[len(steady) // 2] / 2**20:,.0f} MiB steady"
+        f" (median of the second half), {max(rss or [0]) / 2**20:,.0f} MiB peak (target < 300 MiB)"
+    )
+
+
 def main() -> None:
     """Parse the options, pin to one core and run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -410,6 +480,9 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true", help="store.append per request, no pipeline")
     parser.add_argument("--dir", help="directory for the store (default: a temporary one)")
     parser.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the last allowed)")
+    parser.add_argument(
+        "--no-process", dest="process", action="store_false", help="skip (C), the real process"
+    )
     args = parser.parse_args()
     if args.cpu is None:
         args.cpu = max(os.sched_getaffinity(0))

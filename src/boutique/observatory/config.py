@@ -64,7 +64,7 @@ class ObservatoryConfig:
     retention_seconds: float = 24 * 3600.0
     retention_bytes: int = 1 << 30
     retention_check_seconds: float = 30.0
-    memory_limit: str = "256MB"
+    memory_limit: str = "128MB"
 
     @property
     def database(self) -> Path:

@@ -23,13 +23,14 @@ _SHIFTS = np.array([0, 8, 16, 24], dtype=np.uint32)
 
 def _bits(hashes: np.ndarray) -> np.ndarray:
     """(n, WORDS) uint64: the four bits each CRC sets, one word per 64-bit slice of the 256."""
-    slots = (hashes[:, None] >> _SHIFTS[None, :]) & 0xFF  # four 8-bit slot numbers per hash
     words = np.zeros((len(hashes), WORDS), dtype=np.uint64)
-    rows = np.repeat(np.arange(len(hashes)), 4)
-    flat = slots.reshape(-1).astype(np.uint64)
-    np.bitwise_or.at(
-        words, (rows, (flat >> 6).astype(np.intp)), np.left_shift(np.uint64(1), flat & np.uint64(63))
-    )
+    rows = np.arange(len(hashes))
+    for shift in (0, 8, 16, 24):
+        slot = ((hashes >> np.uint32(shift)) & np.uint32(0xFF)).astype(np.uint64)
+        # One slot per row and shift: a plain fancy-indexed OR, no unbuffered ufunc.at needed.
+        words[rows, (slot >> np.uint64(6)).astype(np.intp)] |= np.left_shift(
+            np.uint64(1), slot & np.uint64(63)
+        )
     return words
 
 
@@ -40,12 +41,13 @@ def signatures(
 
     `extra` (one signature) is OR-ed into every span: its resource's attributes.
     """
-    spans = len(counts)
-    out = np.zeros((spans, WORDS), dtype=np.uint64)
+    out = np.zeros((len(counts), WORDS), dtype=np.uint64)
     if key_values:
         hashes = np.fromiter(map(zlib.crc32, key_values), dtype=np.uint32, count=len(key_values))
-        owner = np.repeat(np.arange(spans), np.asarray(counts, dtype=np.intp))
-        np.bitwise_or.at(out, owner, _bits(hashes))
+        sizes = np.asarray(counts, dtype=np.intp)
+        owners = np.flatnonzero(sizes)
+        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))[owners]
+        out[owners] = np.bitwise_or.reduceat(_bits(hashes), starts, axis=0)
     if extra is not None:
         out |= extra
     return out

@@ -2,7 +2,8 @@
 
 A digit run of 13 to 19 digits (spaces or dashes allowed between them) that passes the Luhn check is a
 card number. Scanning each span's bytes with one regular expression is cheap; only a span with such a
-run is decoded, masked and re-serialized, so the common case costs one C-level search per span.
+run is decoded, masked and re-serialized, so the common case costs a digit count and at most one
+C-level search per span.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from boutique.observatory.model import SpanBatch
 
 _CANDIDATE_BYTES = re.compile(rb"\d(?:[ -]?\d){12,18}")
+_NOT_DIGITS = bytes(b for b in range(256) if not 0x30 <= b <= 0x39)
 _CANDIDATE = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
 
 
@@ -97,7 +99,9 @@ class CardRedactor:
         """The batch with every card-number-looking value masked."""
         search = _CANDIDATE_BYTES.search
         for index, body in enumerate(batch.body):
-            if search(body) is None:
+            # Fewer than 13 digits anywhere in the span: no card number, and no regular expression run
+            # (dropping the other bytes is several times faster than scanning with one).
+            if len(body.translate(None, _NOT_DIGITS)) < 13 or search(body) is None:
                 continue
             result = redact_span(body)
             if result is not None:

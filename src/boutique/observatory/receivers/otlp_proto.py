@@ -8,6 +8,7 @@ ids are refused one by one (OTLP partial success), not the whole request.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -99,18 +100,16 @@ def _append_scope(
     statuses = [s.status.code for s in spans]
     if min(statuses) < 0 or max(statuses) > 2:
         statuses = [c if 0 <= c <= 2 else 0 for c in statuses]  # an unknown status code is unset
-    key_values: list[bytes] = []
-    counts: list[int] = []
-    for span in spans:
-        attributes = span.attributes
-        count = len(attributes)
-        key_values.extend(attributes)
-        events = span.events
-        if events:
-            for event in events:
-                key_values.extend(event.attributes)
-                count += len(event.attributes)
-        counts.append(count)
+    attributes = [s.attributes for s in spans]
+    signature = tagsig.signatures(
+        list(chain.from_iterable(attributes)), list(map(len, attributes)), resource_signature
+    )
+    with_events = [(i, s.events) for i, s in enumerate(spans) if len(s.events)]
+    if with_events:  # event attributes are searchable too (exception.type, …)
+        pairs = [e.attributes for _, events in with_events for e in events]
+        counts = [sum(len(e.attributes) for e in events) for _, events in with_events]
+        rows = [i for i, _ in with_events]
+        signature[rows] |= tagsig.signatures(list(chain.from_iterable(pairs)), counts)
 
     size = len(spans)
     batch.trace_id += trace_ids
@@ -126,4 +125,4 @@ def _append_scope(
     batch.body += [s.SerializeToString() for s in spans]
     batch.resource += [resource] * size
     batch.scope += [scope] * size
-    batch.signature.append(tagsig.signatures(key_values, counts, resource_signature))
+    batch.signature.append(signature)

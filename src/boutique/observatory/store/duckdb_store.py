@@ -1,4 +1,4 @@
-"""The DuckDB span store: one row per span in one file, bulk Arrow appends, an ART index on trace id.
+"""The DuckDB span store: one row per span in one file, bulk columnar appends, an ART index on trace id.
 
 Ingest writes from one thread through one connection; queries run on cursors of their own (DuckDB's
 MVCC lets them read while the writer appends). A search runs in two steps: SQL over the narrow
@@ -20,7 +20,6 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from boutique.observatory import tagsig
 from boutique.observatory.decode import span_from_row
@@ -55,25 +54,13 @@ CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
 # for compressing at each checkpoint.
 
 SIGNATURE_COLUMNS = tuple(f"s{i}" for i in range(tagsig.WORDS))
-ARROW_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.binary()),
-        ("span_id", pa.binary()),
-        ("parent_id", pa.binary()),
-        ("service", pa.string()),
-        ("operation", pa.string()),
-        ("kind", pa.uint8()),
-        ("start_us", pa.int64()),
-        ("duration_us", pa.int64()),
-        ("status", pa.uint8()),
-        ("instance", pa.string()),
-        ("body", pa.binary()),
-        ("resource", pa.binary()),
-        ("scope", pa.binary()),
-        *((name, pa.uint64()) for name in SIGNATURE_COLUMNS),
-    ]
-)
-assert tuple(ARROW_SCHEMA.names) == (*BATCH_COLUMNS, *SIGNATURE_COLUMNS)
+# NumPy types of the columns handed to DuckDB; byte and text columns go as object arrays.
+NUMPY_TYPES: dict[str, type] = {
+    "kind": np.uint8,
+    "status": np.uint8,
+    "start_us": np.int64,
+    "duration_us": np.int64,
+}
 
 ROW = ", ".join(BATCH_COLUMNS)
 CANDIDATE_PAGE = 2000  # candidate spans (narrow columns) read per step of a search
@@ -107,14 +94,25 @@ class DuckDBStore:
         self,
         path: str | Path,
         retention: Retention | None = None,
-        memory_limit: str = "256MB",
+        memory_limit: str = "128MB",
         threads: int = 2,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.retention = retention or Retention()
-        self._db = duckdb.connect(str(self.path), config={"memory_limit": memory_limit, "threads": threads})
-        self._db.execute(SCHEMA)
+        # Checkpoints are few and large (retention forces one every time it runs): each rewrites row
+        # groups, so small ones cost ingest more than the write-ahead log they save.
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "memory_limit": memory_limit,
+            "threads": threads,
+            "checkpoint_threshold": "256MB",
+        }
+        self._db = duckdb.connect(str(self.path), config=config)
+        self._db.execute(SCHEMA).fetchall()
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info('spans')").fetchall()}
+        if not set(SIGNATURE_COLUMNS) <= columns:
+            self._db.close()
+            raise ValueError(f"{self.path} holds spans in an older layout: move it away to start afresh")
         self._write_lock = threading.Lock()
         self._span_range: tuple[int, int] | None = None  # oldest and newest start stored (for windows)
         self._refresh_span_range()
@@ -124,7 +122,11 @@ class DuckDBStore:
     # ---- writing -----------------------------------------------------------------------------
 
     def append(self, batch: SpanBatch) -> None:
-        """Append a batch in one Arrow insert (committed when this returns)."""
+        """Append a batch as one insert of NumPy columns (committed when this returns).
+
+        DuckDB scans the arrays in bulk, as it would an Arrow table; NumPy rather than pyarrow because
+        importing pyarrow alone adds 64 MiB to the observatory's resident memory, as fast to insert.
+        """
         if not len(batch):
             return
         signature = (
@@ -132,14 +134,17 @@ class DuckDBStore:
         )
         if len(signature) != len(batch):
             raise ValueError(f"{len(batch)} spans but {len(signature)} tag signatures")
-        columns = batch.columns()
-        arrays = [pa.array(columns[f.name], type=f.type) for f in ARROW_SCHEMA if f.name in columns]
-        arrays += [pa.array(np.ascontiguousarray(signature[:, i])) for i in range(tagsig.WORDS)]
-        table = pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
+        incoming: dict[str, np.ndarray] = {
+            name: np.array(values, dtype=NUMPY_TYPES.get(name, object))
+            for name, values in batch.columns().items()
+        }
+        for index, name in enumerate(SIGNATURE_COLUMNS):
+            incoming[name] = np.ascontiguousarray(signature[:, index])
         with self._write_lock:
-            self._db.register("incoming_spans", table)
+            self._db.register("incoming_spans", incoming)
             try:
-                self._db.execute("INSERT INTO spans SELECT * FROM incoming_spans").fetchall()
+                names = ", ".join(incoming)
+                self._db.execute(f"INSERT INTO spans ({names}) SELECT {names} FROM incoming_spans").fetchall()
             finally:
                 self._db.unregister("incoming_spans")
             low, high = min(batch.start_us), max(batch.start_us)
