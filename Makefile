@@ -48,6 +48,10 @@ proto: $(DEVSTAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/mesh_overhead.py
+	$(BIN)/python benchmarks/failover.py
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/query.py
 
 clean:
 	rm -rf $(VENV) .boutique .pytest_cache .ruff_cache .mypy_cache

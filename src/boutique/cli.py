@@ -72,6 +72,7 @@ def _observatory(args: argparse.Namespace) -> int:
             queue_spans=args.queue_spans,
             retention_seconds=parse_age(args.retention),
             retention_bytes=parse_size(args.max_size),
+            memory_limit=args.memory_limit,
         )
         asyncio.run(serve(config))
     except (OSError, ValueError) as exc:
@@ -135,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     observatory.add_argument("--retention", default="24h", help="keep spans this long (default 24h)")
     observatory.add_argument("--max-size", default="1GB", help="keep the store under this size (default 1GB)")
     observatory.add_argument("--max-body", default="16MB", help="largest request body (default 16MB)")
+    observatory.add_argument(
+        "--memory-limit",
+        default="128MB",
+        help="DuckDB's memory (default 128MB); its trace-id index needs ~50 MB per million traces stored",
+    )
     observatory.add_argument(
         "--queue-spans",
         type=int,

@@ -100,6 +100,7 @@ class DuckDBStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.retention = retention or Retention()
+        self.memory_limit = memory_limit
         # Checkpoints are few and large (retention forces one every time it runs): each rewrites row
         # groups, so small ones cost ingest more than the write-ahead log they save.
         config: dict[str, str | bool | int | float | list[str]] = {
@@ -145,6 +146,11 @@ class DuckDBStore:
             try:
                 names = ", ".join(incoming)
                 self._db.execute(f"INSERT INTO spans ({names}) SELECT {names} FROM incoming_spans").fetchall()
+            except duckdb.OutOfMemoryException as exc:
+                raise MemoryError(
+                    f"the store needs more than its memory limit of {self.memory_limit} (its trace-id index "
+                    "takes about 50 MB per million traces): raise --memory-limit or lower --max-size"
+                ) from exc
             finally:
                 self._db.unregister("incoming_spans")
             low, high = min(batch.start_us), max(batch.start_us)
