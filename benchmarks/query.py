@@ -411,9 +411,7 @@ def main() -> None:
                     raise SystemExit(f"{path} holds {held:,} spans, fewer than --spans; remove it first")
                 load(store, args.spans, int(time.time() * 1_000_000))
             measure(store, args)
-            print(
-                f"RSS {rss_mib():.0f} MiB; on disk {disk_mib(path):,.0f} MiB (file + WAL)"
-            )
+            print(f"RSS {rss_mib():.0f} MiB; on disk {disk_mib(path):,.0f} MiB (file + WAL)")
         finally:
             store.close()
         print(f"after close: on disk {disk_mib(path):,.0f} MiB")
