@@ -43,6 +43,8 @@ def one_up() -> tuple[float, float, int]:
             str(free_port()),
             "--data-dir",
             data_dir,
+            "--observatory-ports",
+            ",".join(str(free_port()) for _ in range(4)),
         ]
         began = time.perf_counter()
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)

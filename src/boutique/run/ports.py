@@ -19,6 +19,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 def ensure_free(host: str, port: int, what: str, flag: str) -> None:
     """Raise PortBusy naming the port, its purpose and the flag that changes it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves bind: a listener makes the port busy, closed connections do not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
