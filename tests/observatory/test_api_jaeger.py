@@ -568,3 +568,26 @@ async def test_bad_parameters_are_400_naming_the_parameter(
     assert body["data"] is None and body["total"] == 0 and body["limit"] == 0 and body["offset"] == 0
     assert body["errors"][0]["code"] == 400
     assert f"'{name}'" in body["errors"][0]["msg"]
+
+
+def test_clock_skew_between_services_is_shown_not_corrected() -> None:
+    from boutique.observatory.api.jaeger import jaeger_trace
+    from boutique.observatory.model import Span as StoredSpan
+
+    parent = StoredSpan(
+        "a" * 32, "1" * 16, "", "frontend", "GET /", 3, start_us=1000, duration_us=100, status=0
+    )
+    early = StoredSpan(
+        "a" * 32, "2" * 16, "1" * 16, "cart", "GetCart", 2, start_us=990, duration_us=50, status=0
+    )
+    inside = StoredSpan(
+        "a" * 32, "3" * 16, "1" * 16, "frontend", "render", 1, start_us=900, duration_us=5, status=0
+    )
+    trace = jaeger_trace([parent, early, inside])
+    warnings = {s["spanID"]: s["warnings"] for s in trace["spans"]}
+    assert warnings["2" * 16] == [
+        "clock skew: starts 10 µs before its parent span in frontend; times are as recorded"
+    ]
+    assert warnings["1" * 16] is None
+    assert warnings["3" * 16] is None  # same process: an early child is not a clock problem
+    assert [s["startTime"] for s in trace["spans"]] == [1000, 990, 900]  # nothing shifted

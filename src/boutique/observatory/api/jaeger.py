@@ -107,8 +107,29 @@ def _process_key(span: Span) -> str:
     return json.dumps([span.service, jsonable(span.resource)], sort_keys=True, default=str)
 
 
+def skew_warnings(spans: Sequence[Span]) -> dict[str, list[str]]:
+    """Warnings for spans that lie outside their parent in another service: clocks disagree.
+
+    Times are shown as recorded; the warning says by how much, rather than shifting spans silently.
+    """
+    by_id = {span.span_id: span for span in spans}
+    warnings: dict[str, list[str]] = {}
+    for span in spans:
+        parent = by_id.get(span.parent_id)
+        if parent is None or parent.service == span.service:
+            continue
+        early, late = parent.start_us - span.start_us, span.end_us - parent.end_us
+        if early > 0 or late > 0:
+            what = f"starts {early} µs before" if early > 0 else f"ends {late} µs after"
+            warnings.setdefault(span.span_id, []).append(
+                f"clock skew: {what} its parent span in {parent.service}; times are as recorded"
+            )
+    return warnings
+
+
 def jaeger_trace(spans: Sequence[Span]) -> dict[str, Any]:
     """One trace in Jaeger's JSON shape (spans in the order given)."""
+    skewed = skew_warnings(spans)
     processes: dict[str, dict[str, Any]] = {}
     process_ids: dict[str, str] = {}
     out_spans = []
@@ -148,7 +169,7 @@ def jaeger_trace(spans: Sequence[Span]) -> dict[str, Any]:
                     for event in span.events
                 ],
                 "processID": process_id,
-                "warnings": list(span.warnings) or None,
+                "warnings": [*span.warnings, *skewed.get(span.span_id, ())] or None,
             }
         )
     trace_id = jaeger_id(spans[0].trace_id) if spans else ""
