@@ -7,7 +7,7 @@ no OpenTelemetry SDK, so tracing is off), sequentially and (c) with `--concurren
 Both clients use the same channel options, the same request and the same deadline; batches alternate
 A B, B A, … so drift hits both alike. Also printed: (d) the mesh bookkeeping alone, with a transport
 that answers at once, and (e) a control that runs that bookkeeping before a bare call. The ratio is mesh/bare of the mean time per call (target <= 1.05).
-Usage: python benchmarks/mesh_overhead.py [--calls 20000] [--rounds 10] [--concurrency 16] [--profile]
+Usage: python benchmarks/mesh_overhead.py [--calls 20000] [--rounds 400] [--concurrency 16] [--profile]
 """
 
 from __future__ import annotations
@@ -314,7 +314,12 @@ def main() -> None:
     """Parse the sizes and run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20000, help="calls per mode per measurement")
-    parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds the calls are split into")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=400,
+        help="interleaved rounds the calls are split into (short rounds pair up closely in time)",
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight for (c)")
     parser.add_argument("--warmup", type=int, default=2000, help="warm-up calls per mode")
     parser.add_argument("--profile", action="store_true", help="also cProfile the mesh path")

@@ -45,22 +45,24 @@ STATE_VALUES = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2, "FORCED_OPEN": 3, "DISAB
 
 
 class _SdkWatch:
-    """Whether an OpenTelemetry SDK provider is installed, looked up at most once a second.
+    """Whether an OpenTelemetry SDK provider is installed, looked up once every 1024 calls.
 
     A provider, once set, is never replaced (the API refuses), so a positive answer is kept for good;
-    while there is none the answer is refreshed each second, cheaper than asking on every call.
+    while there is none the answer is refreshed now and then, cheaper than asking on every call (or
+    reading a clock to decide when to ask).
     """
 
     def __init__(self) -> None:
         self.installed = False
-        self.checked_at = -1.0
+        self.countdown = 0
 
-    def __call__(self, now: float) -> bool:
-        """Whether an SDK is installed, as of monotonic clock reading `now`."""
+    def __call__(self) -> bool:
+        """Whether an SDK is installed (as of at most 1023 calls ago)."""
         if self.installed:
             return True
-        if now - self.checked_at >= 1.0:
-            self.checked_at = now
+        self.countdown -= 1
+        if self.countdown < 0:
+            self.countdown = 1023
             self.installed = not isinstance(trace.get_tracer_provider(), _NO_SDK)
         return self.installed
 
@@ -276,7 +278,7 @@ class Dependency(Generic[Conn]):
         """
         if fallback is not None:
             return self._invoke_or_fall_back(method, attempt, classify, retryable, timeout, fallback)
-        if _sdk_installed(time.monotonic()):
+        if _sdk_installed():
             return self._traced(method, attempt, classify, retryable, timeout)
         # No wrapper coroutine and no span: one frame less on every resumption of the call.
         return self._invoke(method, attempt, classify, retryable, timeout, trace.INVALID_SPAN)
@@ -292,7 +294,7 @@ class Dependency(Generic[Conn]):
     ) -> T:
         """The call, answered by `fallback` when the dependency (not the request) is at fault."""
         try:
-            if _sdk_installed(time.monotonic()):
+            if _sdk_installed():
                 return await self._traced(method, attempt, classify, retryable, timeout)
             return await self._invoke(method, attempt, classify, retryable, timeout, trace.INVALID_SPAN)
         except Exception as exc:
@@ -372,7 +374,7 @@ class Dependency(Generic[Conn]):
                 if not self._ready:
                     await self._first_instances(ends - started)
                     started = time.monotonic()
-                self.budget.record_request()
+                self.budget.record_request(started)
                 # The first attempt inline (the common case); `_retries` takes over after a failure.
                 tried: list[str] = []
                 endpoint, conn = self._pick(tried)
@@ -414,7 +416,7 @@ class Dependency(Generic[Conn]):
             if ended is None:
                 ended = time.monotonic()
             if breaker is not None:
-                breaker.leave(ticket, False, ended - began)
+                breaker.leave(ticket, False, ended - began, now=ended)
             outcome = "ok"
             return result
         finally:

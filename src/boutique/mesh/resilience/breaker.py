@@ -161,27 +161,27 @@ class CountWindow:
         """Create an empty window of `size` calls."""
         self._size = size
         self._outcomes: deque[tuple[bool, bool]] = deque()
-        self._failures = 0
-        self._slow = 0
+        self.failures = 0  # failures among them
+        self.slow = 0  # slow calls among them
 
     def record(self, failed: bool, slow: bool, now: float) -> None:
         """Add one call, pushing the oldest out once the window is full."""
         if len(self._outcomes) == self._size:
             old_failed, old_slow = self._outcomes.popleft()
-            self._failures -= old_failed
-            self._slow -= old_slow
+            self.failures -= old_failed
+            self.slow -= old_slow
         self._outcomes.append((failed, slow))
-        self._failures += failed
-        self._slow += slow
+        self.failures += failed
+        self.slow += slow
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """Calls, failures and slow calls among the last `size`."""
-        return len(self._outcomes), self._failures, self._slow
+        return len(self._outcomes), self.failures, self.slow
 
     def clear(self) -> None:
         """Forget everything."""
         self._outcomes.clear()
-        self._failures = self._slow = 0
+        self.failures = self.slow = 0
 
 
 @dataclass
@@ -339,6 +339,7 @@ class CircuitBreaker:
             if self.config.window_type == "count"
             else TimeWindow(self.config.window_seconds)
         )
+        self._count_window = self._window if isinstance(self._window, CountWindow) else None
         self._wait = self.config.wait_open
         self._open_until = 0.0
         self._half_open_in_flight = 0
@@ -427,22 +428,30 @@ class CircuitBreaker:
             raise refusal
         return ticket
 
-    def leave(self, ticket: int, failed: bool | None, took: float, timeout: bool = False) -> None:
+    def leave(
+        self, ticket: int, failed: bool | None, took: float, timeout: bool = False, now: float | None = None
+    ) -> None:
         """Finish the call of an `enter` ticket: `failed` True or False, or None when it must not count.
 
-        `took` is the call's duration in seconds; `timeout` counts a failure as a timeout too.
+        `took` is the call's duration in seconds; `timeout` counts a failure as a timeout too; `now` is
+        a reading of this breaker's clock when the caller has one at hand.
         """
         if took < 0.0:
             took = 0.0
         with self._lock:
-            now = self._clock()
+            if now is None:
+                now = self._clock()
             if failed is False and ticket == self._generation << 1 and self._state is BreakerState.CLOSED:
                 # The common case, a success while closed, without the general path's indirections.
                 self._in_flight -= 1
                 slow_after = self.config.slow_call_duration
                 slow = slow_after is not None and took > slow_after
                 self._stats.record(now, False, False, slow, took)
-                self._window.record(False, slow, now)
+                window = self._window
+                window.record(False, slow, now)
+                # A success cannot raise the failure or slow-call rate of a count window holding none.
+                if window is self._count_window and not (window.failures or window.slow):
+                    return
                 if not self._should_trip(now):
                     return
                 change: Transition | None = self._move(BreakerState.OPEN, now)
