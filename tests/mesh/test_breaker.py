@@ -58,6 +58,22 @@ def test_opens_on_failure_rate_only_after_minimum_calls() -> None:
     assert breaker.state is OPEN
 
 
+def test_a_success_that_reaches_minimum_calls_trips_on_the_failures_before_it() -> None:
+    breaker = make(Clock(), minimum_calls=10, failure_rate_threshold=0.5)
+    record(breaker, *"fffff", *"ssss")
+    assert breaker.state is CLOSED
+    ticket = breaker.enter()  # the hot-path protocol the mesh uses
+    breaker.leave(ticket, False, 0.01)
+    assert breaker.state is OPEN  # 5 failures in 10 calls
+
+
+def test_successes_alone_never_trip_however_many() -> None:
+    breaker = make(Clock(), minimum_calls=5, slow_call_duration=1.0)
+    for _ in range(50):
+        breaker.leave(breaker.enter(), False, 0.01)
+    assert breaker.state is CLOSED and breaker.snapshot()["errorPercentage"] == 0
+
+
 def test_failure_rate_below_threshold_stays_closed() -> None:
     breaker = make(Clock())
     record(breaker, "s", *"sf" * 5)  # 4 of 10 failed, then 5 of 11: 45 %
