@@ -374,7 +374,7 @@ class Dependency(Generic[Conn]):
                 if not self._ready:
                     await self._first_instances(ends - started)
                     started = time.monotonic()
-                self.budget.record_request(started)
+                self.budget.record_request()
                 # The first attempt inline (the common case); `_retries` takes over after a failure.
                 tried: list[str] = []
                 endpoint, conn = self._pick(tried)
@@ -416,7 +416,7 @@ class Dependency(Generic[Conn]):
             if ended is None:
                 ended = time.monotonic()
             if breaker is not None:
-                breaker.leave(ticket, False, ended - began, now=ended)
+                breaker.leave(ticket, False, ended - began)
             outcome = "ok"
             return result
         finally:

@@ -428,19 +428,15 @@ class CircuitBreaker:
             raise refusal
         return ticket
 
-    def leave(
-        self, ticket: int, failed: bool | None, took: float, timeout: bool = False, now: float | None = None
-    ) -> None:
+    def leave(self, ticket: int, failed: bool | None, took: float, timeout: bool = False) -> None:
         """Finish the call of an `enter` ticket: `failed` True or False, or None when it must not count.
 
-        `took` is the call's duration in seconds; `timeout` counts a failure as a timeout too; `now` is
-        a reading of this breaker's clock when the caller has one at hand.
+        `took` is the call's duration in seconds; `timeout` counts a failure as a timeout too.
         """
         if took < 0.0:
             took = 0.0
         with self._lock:
-            if now is None:
-                now = self._clock()
+            now = self._clock()
             if failed is False and ticket == self._generation << 1 and self._state is BreakerState.CLOSED:
                 # The common case, a success while closed, without the general path's indirections.
                 self._in_flight -= 1

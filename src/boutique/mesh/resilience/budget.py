@@ -53,9 +53,9 @@ class RetryBudget:
         self._lock = threading.Lock()
         self._exhausted = 0
 
-    def record_request(self, now: float | None = None) -> None:
-        """Deposit: one more request in the current slice (`now`: a reading of this budget's clock)."""
-        index = math.floor((self._clock() if now is None else now) / self._width)
+    def record_request(self) -> None:
+        """Deposit: one more request in the current slice."""
+        index = math.floor(self._clock() / self._width)
         with self._lock:
             bucket = self._buckets[index % self._slices]
             if bucket.index != index:
