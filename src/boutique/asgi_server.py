@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -20,6 +21,16 @@ class EmbeddedServer(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         """Leave SIGTERM/SIGINT to the event-loop handlers of the process."""
         yield
+
+
+def is_loopback(host: str) -> bool:
+    """True for 'localhost' and loopback IP addresses: binding there keeps a port on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def bind(host: str, port: int, what: str = "") -> socket.socket:

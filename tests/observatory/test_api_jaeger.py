@@ -216,16 +216,6 @@ async def client(store: DuckDBStore) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-@pytest.fixture
-async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    store = build_store(tmp_path)
-    try:
-        async with client(store) as http:
-            yield http
-    finally:
-        store.close()
-
-
 def rfc3339(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

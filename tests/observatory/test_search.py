@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.observatory.test_api_jaeger import T0, TRACE_A, TRACE_B, TRACE_C, build_store, client, envelope_ok
+from tests.observatory.test_api_jaeger import T0, TRACE_A, TRACE_B, TRACE_C, envelope_ok
 
 TRACE_D_SHORT = "1234567890abcdef"  # trace D as Jaeger prints it
-
-
-@pytest.fixture
-async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    store = build_store(tmp_path)
-    try:
-        async with client(store) as http:
-            yield http
-    finally:
-        store.close()
 
 
 async def found(http: httpx.AsyncClient, params: Any) -> list[str]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from boutique.asgi_server import is_loopback
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -29,16 +30,6 @@ def parse_age(text: str) -> float:
     if not match:
         raise ValueError(f"not a duration: {text!r} (try 24h or 7d)")
     return float(match.group(1)) * _AGE_UNITS[match.group(2)]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding to `host` keeps the ports on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

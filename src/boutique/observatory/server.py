@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -119,8 +120,6 @@ class Observatory:
 
     async def _status(self, request: Request) -> Response:
         """Ingest and storage figures: spans accepted, refused, stored, queued; store size."""
-        from starlette.concurrency import run_in_threadpool
-
         stored = await run_in_threadpool(self.store.stats)
         figures = {
             "accepted_spans": self.pipeline.accepted,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import signal
@@ -27,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from boutique.asgi_server import EmbeddedServer, bind, make_server, wait_started
+from boutique.asgi_server import EmbeddedServer, bind, is_loopback, make_server, wait_started
 from boutique.mesh.config import parse_duration
 from boutique.mesh.instance import Instance
 from boutique.mesh.registry.checks import HealthChecks, parse_check
@@ -381,16 +380,6 @@ def _fresh_index() -> int:
 def create_app(state: RegistryState | None = None, token: str | None = None) -> Starlette:
     """The registry's ASGI app (lease sweep and health checks run in its lifespan)."""
     return RegistryApi(state, token).app
-
-
-def is_loopback(host: str) -> bool:
-    """True for 'localhost' and loopback IP addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class RegistryServer:

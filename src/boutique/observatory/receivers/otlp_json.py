@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from google.protobuf import json_format
@@ -32,11 +31,7 @@ def decode(data: bytes) -> SpanBatch:
 
 def request_from_bytes(data: bytes) -> ExportTraceServiceRequest:
     """The request an OTLP/JSON body encodes; `PayloadError` for bad JSON or a wrong shape."""
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise PayloadError(f"not valid JSON: {exc}") from None
-    return request_from_json(value)
+    return request_from_json(otlp_proto.json_document(data))
 
 
 def request_from_json(value: Any) -> ExportTraceServiceRequest:

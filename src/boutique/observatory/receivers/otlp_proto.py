@@ -8,6 +8,7 @@ ids are refused one by one (OTLP partial success), not the whole request.
 
 from __future__ import annotations
 
+import json
 from itertools import chain
 from typing import Any
 
@@ -27,6 +28,14 @@ _BAD_IDS = "trace_id must be 16 bytes and span_id 8 bytes, not all zero"
 
 class PayloadError(ValueError):
     """The payload cannot be decoded at all: the sender must not retry it (HTTP 400, INVALID_ARGUMENT)."""
+
+
+def json_document(data: bytes) -> Any:
+    """A JSON request body parsed (for the JSON receivers); `PayloadError` when it is not JSON."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise PayloadError(f"not valid JSON: {exc}") from None
 
 
 def decode(data: bytes) -> SpanBatch:

@@ -55,11 +55,7 @@ def decode(data: bytes) -> SpanBatch:
 
 def request_from_bytes(data: bytes) -> ExportTraceServiceRequest:
     """The OTLP request for a Zipkin v2 JSON body; `PayloadError` for bad JSON or a wrong shape."""
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise PayloadError(f"not valid JSON: {exc}") from None
-    return request_from_json(value)
+    return request_from_json(otlp_proto.json_document(data))
 
 
 def request_from_json(value: Any) -> ExportTraceServiceRequest:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -503,11 +503,6 @@ class DuckDBStore:
         """Ids of up to `count` stored traces picked at random (benchmarks, spot checks)."""
         rows = self._rows(f"SELECT trace_id FROM spans USING SAMPLE reservoir({max(0, int(count))} ROWS)")
         return [bytes(r[0]) for r in rows]
-
-    def scan(self) -> Iterator[Span]:
-        """Every stored span, oldest first (tests and exports)."""
-        for row in self._rows(f"SELECT {ROW} FROM spans ORDER BY start_us"):
-            yield span_from_row(*row)
 
     def close(self) -> None:
         """Checkpoint and close the database."""
