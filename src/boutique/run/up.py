@@ -102,6 +102,32 @@ def write_state(path: Path, supervisor: Supervisor, url: str, observatory: str |
     tmp.replace(path)
 
 
+async def wait_registered(registry_url: str, instances: set[str], timeout: float) -> bool:
+    """Wait until the registry lists every instance (a service registers just after it starts serving)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                services = (await client.get(f"{registry_url}/v1/services")).json()["services"]
+                if instances <= {i["id"] for found in services.values() for i in found}:
+                    return True
+            await asyncio.sleep(0.05)
+    return False
+
+
+async def _ready(supervisor: Supervisor, options: UpOptions, timeout: float) -> bool:
+    """Every process serves and, with a registry, every service is registered: callers find them all."""
+    began = time.monotonic()
+    if not await supervisor.wait_ready(timeout):
+        return False
+    if not options.registry_url:
+        return True
+    services = {c.plan.instance for c in supervisor.children if c.plan.kind in ("grpc", "http")}
+    return await wait_registered(
+        options.registry_url, services, max(1.0, timeout - (time.monotonic() - began))
+    )
+
+
 async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> int:
     console = Console()
     url = f"http://127.0.0.1:{options.frontend_port}"
@@ -143,7 +169,7 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
         else contextlib.nullcontext()
     ):
         await supervisor.start()
-        ready = asyncio.create_task(supervisor.wait_ready(ready_timeout))
+        ready = asyncio.create_task(_ready(supervisor, options, ready_timeout))
         await asyncio.wait([ready, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         if ready.done() and ready.result():
             took = time.monotonic() - began
