@@ -119,15 +119,16 @@ def test_a_hanging_recommendation_service_opens_the_breaker_and_pages_use_the_fa
     tmp_path: Path,
 ) -> None:
     up = start_up(tmp_path)
-    recommendation = _process(up, "recommendation-0")
-    frontend_metrics = _metrics_url(up, "frontend")
     pages = [f"{up.url}/product/{pid}" for pid in ("1YMWWN1N4O", "L9ECAV7KIM", "OLJCESPC7Z", "66VCHSJNUP")]
 
     def browse(count: int) -> list[httpx.Response]:
         with ThreadPoolExecutor(8) as pool, httpx.Client(timeout=20) as client:
             return list(pool.map(lambda i: client.get(pages[i % len(pages)]), range(count)))
 
-    try:
+    recommendation: dict = {}
+    try:  # every failure below must still stop `up`, or its processes outlive the test
+        recommendation = _process(up, "recommendation-0")
+        frontend_metrics = _metrics_url(up, "frontend")
         assert all(r.status_code == 200 for r in browse(8))
         assert _breaker_state(frontend_metrics, "recommendation") == 0
 
@@ -159,5 +160,6 @@ def test_a_hanging_recommendation_service_opens_the_breaker_and_pages_use_the_fa
         page = browse(1)[0]
         assert page.status_code == 200 and "data-recommendation" in page.text
     finally:
-        os.kill(recommendation["pid"], signal.SIGCONT)
+        if recommendation:
+            os.kill(recommendation["pid"], signal.SIGCONT)
         assert up.stop() == 0
