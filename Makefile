@@ -46,9 +46,10 @@ proto: $(DEVSTAMP)
 	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src --grpc_python_out=src \
 		src/boutique/shop/proto/demo.proto
 
-bench: $(STAMP)
+bench: $(DEVSTAMP)
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/mesh_overhead.py
+	$(BIN)/python benchmarks/tracing_overhead.py
 	$(BIN)/python benchmarks/failover.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/query.py

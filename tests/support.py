@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from boutique.mesh import GrpcServer, ProcessInfo, ServiceBinding, StaticEndpoints
@@ -17,6 +18,16 @@ async def serving(name: str, bindings: list[ServiceBinding]) -> AsyncIterator[St
         yield StaticEndpoints((f"127.0.0.1:{port}",))
     finally:
         await server.stop()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll a condition on real time with a generous bound (the loop keeps running meanwhile)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.02)
 
 
 class ManualClock:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from boutique import __version__
 from boutique.mesh import ProcessInfo, configure_logging
+from boutique.mesh.tracing import setup_tracing
 from boutique.shop.services import SERVICES
 
 
@@ -29,6 +30,11 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ["BOUTIQUE_INSTANCE_ID"] = info.instance_id  # one id for logs, health and served-by
     os.environ["BOUTIQUE_SERVICE"] = spec.name
     configure_logging(spec.name, info.instance_id, args.log_level)
+    try:
+        tracing = setup_tracing(spec.name, info.instance_id, __version__)
+    except ValueError as exc:  # a bad OTEL_* value
+        print(f"boutique serve {spec.name}: {exc}", file=sys.stderr)
+        return 2
     entry = spec.entry_point()
     try:
         asyncio.run(entry())
@@ -37,6 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         pass
+    finally:
+        tracing.shutdown()  # export what is still batched before the process ends
     return 0
 
 
@@ -95,6 +103,69 @@ def _load(args: argparse.Namespace) -> int:
     from boutique.shop.loadgen import runner
 
     return runner.run(args)
+
+
+def _prometheus_config(args: argparse.Namespace) -> int:
+    """Write prometheus.yml and targets.json from the registry; without --once, keep the targets current."""
+    import shlex
+    import signal
+
+    from boutique.mesh import parse_duration
+    from boutique.mesh.prometheus_sd import (
+        prometheus_duration,
+        scrape_config,
+        watch,
+        write_atomically,
+        write_once,
+    )
+    from boutique.mesh.registry.client import RegistryError
+
+    configure_logging("prometheus-config", f"prometheus-config-{os.getpid()}", args.log_level)
+    out: Path = args.out.absolute()
+    config_path, targets_path = out / "prometheus.yml", out / "targets.json"
+    registry_token = args.token or os.environ.get("BOUTIQUE_REGISTRY_TOKEN") or None
+    status_token = os.environ.get("BOUTIQUE_STATUS_TOKEN") or None
+    credentials = out / "status-token" if status_token else None
+    try:
+        refresh = parse_duration(args.refresh)
+        if refresh <= 0:
+            raise ValueError(f"--refresh {args.refresh!r} must be positive")
+        config = scrape_config(
+            targets_path,
+            args.scrape_interval,
+            refresh_interval=prometheus_duration(refresh),
+            credentials_file=credentials,
+        )
+    except ValueError as exc:
+        print(f"boutique prometheus-config: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.once:
+            asyncio.run(write_once(args.registry, registry_token, targets_path))
+        if credentials is not None and status_token is not None:
+            write_atomically(credentials, status_token, mode=0o600)
+        write_atomically(config_path, config)
+    except RegistryError as exc:
+        print(f"boutique prometheus-config: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"boutique prometheus-config: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {config_path}" + (f" and {targets_path}" if args.once else ""))
+    print(f"run: prometheus --config.file={shlex.quote(str(config_path))}", flush=True)
+    if args.once:
+        return 0
+
+    async def keep_current() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await watch(args.registry, registry_token, targets_path, refresh, stop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(keep_current())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +232,34 @@ def build_parser() -> argparse.ArgumentParser:
     load = commands.add_parser("load", help="simulated shoppers against a frontend (Locust, headless)")
     add_load_arguments(load)
     load.set_defaults(func=_load)
+
+    prometheus = commands.add_parser(
+        "prometheus-config",
+        help="write a Prometheus configuration whose targets come from the registry, and keep them current",
+        description="Writes prometheus.yml and targets.json (file_sd) into --out. Scrapes send "
+        "BOUTIQUE_STATUS_TOKEN, when set, as a bearer token (stored in --out/status-token).",
+    )
+    prometheus.add_argument(
+        "--out",
+        type=Path,
+        default=Path(".boutique/prometheus"),
+        help="directory of prometheus.yml and targets.json (default ./.boutique/prometheus)",
+    )
+    prometheus.add_argument(
+        "--registry",
+        default=os.environ.get("BOUTIQUE_REGISTRY_URL") or "http://127.0.0.1:7600",
+        help="registry URL (default $BOUTIQUE_REGISTRY_URL or http://127.0.0.1:7600)",
+    )
+    prometheus.add_argument("--token", default="", help="registry bearer token (or BOUTIQUE_REGISTRY_TOKEN)")
+    prometheus.add_argument(
+        "--scrape-interval", default="15s", help="Prometheus scrape interval (default 15s)"
+    )
+    prometheus.add_argument("--refresh", default="2s", help="how often to poll the registry (default 2s)")
+    prometheus.add_argument(
+        "--once", action="store_true", help="write both files once and exit (fails if the registry is down)"
+    )
+    prometheus.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+    prometheus.set_defaults(func=_prometheus_config)
     return parser
 
 

@@ -9,14 +9,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
 from boutique.run.ports import free_port
 
 READY_LINE = "Boutique is up"
+T = TypeVar("T")
 
 
 @dataclass
@@ -89,6 +92,17 @@ def start_up(data_dir: Path, *extra: str, timeout: float = 120.0, env: dict[str,
         up.stop()
         raise AssertionError(f"boutique up did not get ready:\n{up.text()[-4000:]}")
     return up
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 45.0, every: float = 0.3) -> T:
+    """Poll until `probe` returns something truthy and return it; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def log_events(data_dir: Path, instance: str, event: str) -> list[dict]:

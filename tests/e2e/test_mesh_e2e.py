@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from boutique.shop.recommendation.client import FEATURED
-from tests.e2e.harness import Up, log_events, start_up
+from tests.e2e.harness import Up, eventually, log_events, start_up
 
 pytestmark = pytest.mark.e2e
 
@@ -46,31 +46,21 @@ def _load_rows(data_dir: Path, name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def test_killing_a_cart_replica_fails_no_idempotent_request(tmp_path: Path) -> None:
     up = start_up(
         tmp_path, "--replicas", "cart=3,currency=3", "--load", "--users", "12", "--spawn-rate", "12",
         env=FAST_SHOPPERS,
     )  # fmt: skip
     try:
-        _wait_for(lambda: len(_registered(up, "cart")) == 3, 20, "three cart replicas in the registry")
-        _wait_for(
+        eventually(lambda: len(_registered(up, "cart")) == 3, "three cart replicas in the registry", 20)
+        eventually(
             lambda: any(
                 int(r["Request Count"]) > 100
                 for r in _load_rows(tmp_path, "stats")
                 if r["Name"] == "Aggregated"
             ),
-            60,
             "the load generator to get going",
+            60,
         )
         victim = _process(up, "cart-1")
         killed_at = datetime.now().astimezone()
@@ -139,7 +129,7 @@ def test_a_hanging_recommendation_service_opens_the_breaker_and_pages_use_the_fa
             shown = set(re.findall(r'data-recommendation="([^"]+)"', response.text))
             assert shown and shown <= set(FEATURED), "the featured products stand in for recommendations"
 
-        _wait_for(lambda: _breaker_state(frontend_metrics, "recommendation") == 1, 10, "the breaker to open")
+        eventually(lambda: _breaker_state(frontend_metrics, "recommendation") == 1, "the breaker to open", 10)
         event = _stream_event(frontend_metrics, "recommendation")
         assert event["isCircuitBreakerOpen"] is True
         assert event["rollingCountFallbackSuccess"] > 0
@@ -156,7 +146,7 @@ def test_a_hanging_recommendation_service_opens_the_breaker_and_pages_use_the_fa
             browse(4)
             return _breaker_state(frontend_metrics, "recommendation") == 0
 
-        _wait_for(closed_again, 60, "the breaker to close after the service came back")
+        eventually(closed_again, "the breaker to close after the service came back", 60)
         page = browse(1)[0]
         assert page.status_code == 200 and "data-recommendation" in page.text
     finally:

@@ -33,6 +33,7 @@ from boutique.mesh.resilience import BreakerConfig, BreakerState, RetryBudget
 from boutique.mesh.server import SERVED_BY
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.proto import demo_pb2_grpc
+from tests.support import wait_until
 
 SERVICE_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ProductCatalogService"]
 STUB = demo_pb2_grpc.ProductCatalogServiceStub
@@ -47,15 +48,6 @@ def unique(prefix: str) -> str:
 def sample(name: str, **labels: str) -> float:
     """The current value of one Prometheus sample (0 when it was never set)."""
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll until the predicate holds; generous bound, fails the test when it never does."""
-    ends = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > ends:
-            raise AssertionError("condition never became true")
-        await asyncio.sleep(0.01)
 
 
 # ---- controllable instances ---------------------------------------------------------------------

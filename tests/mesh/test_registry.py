@@ -23,7 +23,7 @@ from boutique.mesh.registry import (
     RegistryState,
     serve_registry,
 )
-from tests.support import ManualClock
+from tests.support import ManualClock, wait_until
 
 FakeClock = ManualClock
 
@@ -36,16 +36,6 @@ def make_instance(service: str = "cart", instance_id: str = "cart-1", **ports: i
         ports or {"grpc": 50051, "metrics": 9100},
         {"pid": "4242", "started_at": "2024-01-01T00:00:00Z", "version": "1.2.3"},
     )
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[RegistryServer]:
-    server = RegistryServer(port=0)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
@@ -68,16 +58,6 @@ async def wait_for_status(
             return instances
         if loop.time() > deadline:
             raise AssertionError(f"{instance_id} never became {status}: {instances}")
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    """Poll a condition on real time with a generous bound."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition never held")
-        await asyncio.sleep(0.02)
 
 
 # ---- RegistryState on a logical clock ------------------------------------------------------------

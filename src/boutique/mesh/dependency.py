@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import inspect
 import logging
@@ -33,41 +34,15 @@ from boutique.mesh.resilience import (
     RetryBudget,
     full_jitter,
 )
+from boutique.mesh.tracing import tracing_on
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("boutique.mesh")
-_NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 
 Conn = TypeVar("Conn")
 T = TypeVar("T")
 
 STATE_VALUES = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2, "FORCED_OPEN": 3, "DISABLED": 4}
-
-
-class _SdkWatch:
-    """Whether an OpenTelemetry SDK provider is installed, looked up once every 1024 calls.
-
-    A provider, once set, is never replaced (the API refuses), so a positive answer is kept for good;
-    while there is none the answer is refreshed now and then, cheaper than asking on every call (or
-    reading a clock to decide when to ask).
-    """
-
-    def __init__(self) -> None:
-        self.installed = False
-        self.countdown = 0
-
-    def __call__(self) -> bool:
-        """Whether an SDK is installed (as of at most 1023 calls ago)."""
-        if self.installed:
-            return True
-        self.countdown -= 1
-        if self.countdown < 0:
-            self.countdown = 1023
-            self.installed = not isinstance(trace.get_tracer_provider(), _NO_SDK)
-        return self.installed
-
-
-_sdk_installed = _SdkWatch()
 
 
 # Without an OpenTelemetry SDK no span records anything, so a call skips making one (and the context
@@ -92,6 +67,8 @@ class Outcome(enum.Enum):
 
 class Connector(Protocol[Conn]):
     """Opens and closes the per-instance connection object of a transport."""
+
+    port_name: str  # which of an instance's named ports it connects to ("grpc", "http")
 
     def open(self, instance: Instance) -> Conn:
         """A connection to the instance."""
@@ -160,7 +137,10 @@ class Dependency(Generic[Conn]):
     def start(self) -> None:
         """Begin watching discovery (idempotent; called lazily by the first call)."""
         if self._watch_task is None:
-            self._watch_task = asyncio.create_task(self._watch(), name=f"mesh-watch-{self.name}")
+            # A context of its own: started by some call, it must not log or trace as part of that call.
+            self._watch_task = asyncio.create_task(
+                self._watch(), name=f"mesh-watch-{self.name}", context=contextvars.Context()
+            )
 
     async def _watch(self) -> None:
         try:
@@ -201,7 +181,7 @@ class Dependency(Generic[Conn]):
             finally:  # also when close() cuts the wait short: the connection is released either way
                 await self.connector.close(conn)
 
-        task = asyncio.create_task(close_when_idle())
+        task = asyncio.create_task(close_when_idle(), context=contextvars.Context())
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
 
@@ -278,7 +258,7 @@ class Dependency(Generic[Conn]):
         """
         if fallback is not None:
             return self._invoke_or_fall_back(method, attempt, classify, retryable, timeout, fallback)
-        if _sdk_installed():
+        if tracing_on():
             return self._traced(method, attempt, classify, retryable, timeout)
         # No wrapper coroutine and no span: one frame less on every resumption of the call.
         return self._invoke(method, attempt, classify, retryable, timeout, trace.INVALID_SPAN)
@@ -294,7 +274,7 @@ class Dependency(Generic[Conn]):
     ) -> T:
         """The call, answered by `fallback` when the dependency (not the request) is at fault."""
         try:
-            if _sdk_installed():
+            if tracing_on():
                 return await self._traced(method, attempt, classify, retryable, timeout)
             return await self._invoke(method, attempt, classify, retryable, timeout, trace.INVALID_SPAN)
         except Exception as exc:
@@ -330,8 +310,43 @@ class Dependency(Generic[Conn]):
         timeout: float | None,
     ) -> T:
         """The call inside a span of its own, made current (an OpenTelemetry SDK is installed)."""
-        with tracer.start_as_current_span(f"mesh {self.name}.{method}") as span:
-            return await self._invoke(method, attempt, classify, retryable, timeout, span)
+        with tracer.start_as_current_span(
+            self.span_name(method),
+            kind=self.span_kind,
+            attributes=self.span_attributes(method),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                result = await self._invoke(method, attempt, classify, retryable, timeout, span)
+            except BaseException as exc:
+                self.describe_failure(span, exc)
+                raise
+            self.describe_success(span)
+            return result
+
+    # ---- how a transport names and describes its call spans (overridden per transport) ----------
+
+    span_kind = trace.SpanKind.INTERNAL
+
+    def span_name(self, method: str) -> str:
+        """The name of a call's span."""
+        return f"mesh {self.name}.{method}"
+
+    def span_attributes(self, method: str) -> dict[str, str]:
+        """Attributes a call's span starts with."""
+        return {"mesh.dependency": self.name}
+
+    def describe_success(self, span: trace.Span) -> None:
+        """Note a successful call on its span."""
+
+    def describe_failure(self, span: trace.Span, exc: BaseException) -> None:
+        """Note a failed call on its span: the exception, and ERROR unless it was cancelled."""
+        if isinstance(exc, asyncio.CancelledError):
+            span.add_event("cancelled")
+            return
+        span.record_exception(exc)
+        span.set_status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {str(exc)[:200]}")
 
     async def _invoke(
         self,
@@ -379,8 +394,7 @@ class Dependency(Generic[Conn]):
                 tried: list[str] = []
                 endpoint, conn = self._pick(tried)
                 if recording:
-                    span.set_attribute("mesh.instance", endpoint.instance.id)
-                    span.set_attribute("mesh.attempt", 1)
+                    self._describe_attempt(span, endpoint, 1)
                 per_try = self.policy.per_try_timeout
                 left = ends - started
                 endpoint.on_start()
@@ -423,6 +437,18 @@ class Dependency(Generic[Conn]):
             if bulkhead is not None:
                 bulkhead.leave()
             self._count_call(method, outcome, (time.monotonic() if ended is None else ended) - began)
+
+    def _describe_attempt(self, span: trace.Span, endpoint: Endpoint, number: int) -> None:
+        """The instance an attempt went to, on the call's span."""
+        instance = endpoint.instance
+        span.set_attributes(
+            {
+                "mesh.instance": instance.id,
+                "mesh.attempt": number,
+                "server.address": instance.host,
+                "server.port": instance.ports.get(self.connector.port_name, 0),
+            }
+        )
 
     def _pick(self, tried: list[str]) -> tuple[Endpoint, Conn]:
         """The endpoint for the next attempt and its connection, noting it in `tried`; NoInstances if none."""
@@ -477,8 +503,7 @@ class Dependency(Generic[Conn]):
             number += 1
             endpoint, conn = self._pick(tried)
             if recording:
-                span.set_attribute("mesh.instance", endpoint.instance.id)
-                span.set_attribute("mesh.attempt", number)
+                self._describe_attempt(span, endpoint, number)
             started = time.monotonic()
             per_try = self.policy.per_try_timeout
             left = ends - started

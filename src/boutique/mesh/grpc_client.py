@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from opentelemetry import trace
 
 from boutique.mesh.dependency import CallPolicy, Dependency, Outcome
 from boutique.mesh.discovery import Resolver
 from boutique.mesh.errors import MeshUnavailable
 from boutique.mesh.instance import Instance
+from boutique.mesh.propagation import outgoing_headers
+from boutique.mesh.tracing import tracing_on
 
 CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -49,8 +53,25 @@ def classify(exc: BaseException) -> Outcome:
     return Outcome.FAILURE
 
 
+def grpc_service_name(stub_factory: Callable[..., Any], fallback: str) -> str:
+    """The full protobuf name of the service a generated stub class calls (`hipstershop.CartService`).
+
+    Generated `*_pb2_grpc` modules import their `*_pb2` module, whose file descriptor lists the
+    services; the stub class is named after its service. Anything else gets `fallback`.
+    """
+    short = getattr(stub_factory, "__name__", "").removesuffix("Stub")
+    module = sys.modules.get(getattr(stub_factory, "__module__", ""))
+    for value in vars(module).values() if module else ():
+        services = getattr(getattr(value, "DESCRIPTOR", None), "services_by_name", None)
+        if services and short in services:
+            return str(services[short].full_name)
+    return fallback
+
+
 class GrpcConnector:
     """Opens a channel and a stub per instance (its "grpc" port)."""
+
+    port_name = "grpc"
 
     def __init__(self, stub_factory: Callable[[grpc.aio.Channel], Any]) -> None:
         self.stub_factory = stub_factory
@@ -77,6 +98,35 @@ class GrpcDependency(Dependency[Conn]):
         caller: str = "",
     ) -> None:
         super().__init__(name, resolver, GrpcConnector(stub_factory), policy, caller)
+        self.rpc_service = grpc_service_name(stub_factory, name)
+
+    span_kind = trace.SpanKind.CLIENT
+
+    def span_name(self, method: str) -> str:
+        """`package.Service/Method`, the RPC span name of the semantic conventions."""
+        return f"{self.rpc_service}/{method}"
+
+    def span_attributes(self, method: str) -> dict[str, str]:
+        """The rpc.* attributes, and which dependency the mesh resolved."""
+        return {
+            "rpc.system": "grpc",
+            "rpc.service": self.rpc_service,
+            "rpc.method": method,
+            "mesh.dependency": self.name,
+        }
+
+    def describe_success(self, span: trace.Span) -> None:
+        """Status code OK."""
+        span.set_attribute("rpc.grpc.status_code", 0)
+
+    def describe_failure(self, span: trace.Span, exc: BaseException) -> None:
+        """The gRPC status code; every code but OK is an error on a client span."""
+        if isinstance(exc, grpc.aio.AioRpcError):
+            code = exc.code()
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            span.set_status(trace.StatusCode.ERROR, f"{code.name}: {(exc.details() or '')[:200]}")
+            return
+        super().describe_failure(span, exc)
 
     def call(
         self,
@@ -92,8 +142,10 @@ class GrpcDependency(Dependency[Conn]):
         extra = tuple(metadata) or None
 
         def attempt(conn: Conn, per_try: float) -> Awaitable[Any]:
-            # The stub's call object is itself awaitable: no coroutine of our own around it.
-            return getattr(conn[1], method)(request, timeout=per_try, metadata=extra)
+            # The stub's call object is itself awaitable: no coroutine of our own around it. The trace
+            # headers are those of the call's span, current while attempts run.
+            sent = (*(extra or ()), *outgoing_headers()) if tracing_on() else extra
+            return getattr(conn[1], method)(request, timeout=per_try, metadata=sent)
 
         return self.invoke(
             method, attempt, classify, retryable=idempotent, timeout=timeout, fallback=fallback

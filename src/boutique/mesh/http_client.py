@@ -10,6 +10,7 @@ from boutique.mesh.dependency import CallPolicy, Dependency, Outcome
 from boutique.mesh.discovery import Resolver
 from boutique.mesh.errors import MeshUnavailable
 from boutique.mesh.instance import Instance
+from boutique.mesh.tracing import sdk_installed
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _TRANSIENT_STATUS = frozenset({502, 503, 504})
@@ -36,7 +37,7 @@ class HttpConnector:
     """The connection of an instance is its base URL; httpx keeps one pool per origin."""
 
     def __init__(self, port: str = "http", scheme: str = "http") -> None:
-        self.port = port
+        self.port = self.port_name = port
         self.scheme = scheme
 
     def open(self, instance: Instance) -> str:
@@ -61,6 +62,10 @@ class HttpDependency(Dependency[str]):
     ) -> None:
         super().__init__(name, resolver, HttpConnector(port), policy, caller)
         self.client = client or httpx.AsyncClient()
+        if sdk_installed():  # a CLIENT span per attempt, carrying the trace headers
+            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+            HTTPXClientInstrumentor.instrument_client(self.client)
 
     async def request(
         self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any

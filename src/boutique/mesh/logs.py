@@ -1,4 +1,4 @@
-"""JSON logs, one object per line on stderr, tagged with service and instance."""
+"""JSON logs, one object per line on stderr, tagged with service, instance and the active trace."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
 class JsonFormatter(logging.Formatter):
-    """Format a record as one JSON line: timestamp, level, service, instance, event and extras."""
+    """Format a record as one JSON line: timestamp, level, service, instance, event, trace ids and extras."""
 
     def __init__(self, service: str, instance: str) -> None:
         super().__init__()
@@ -29,6 +31,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:  # the line leads to its trace, and the trace back to its lines
+            entry["trace_id"] = format(context.trace_id, "032x")
+            entry["span_id"] = format(context.span_id, "016x")
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -40,61 +40,87 @@ class CallLatency:
         self.total += seconds
 
 
-class ClientCallStats(Collector):
-    """Client call counts and latencies, kept in plain objects and turned into metrics when scraped.
+class CallStats(Collector):
+    """Call counts and latencies kept in plain objects and turned into a counter and a histogram when scraped.
 
-    Every mesh call updates them, so they avoid what prometheus_client's children cost per update (a
-    lock per value and a Python loop over the buckets); updates come from the event loop's thread.
+    Every RPC and request updates them, so they avoid what prometheus_client's children cost per update
+    (a lock per value and a Python loop over the buckets); updates come from the event loop's thread.
+    The counter's labels are the histogram's plus one (the outcome or status code).
     """
 
-    def __init__(self) -> None:
-        self._calls: dict[tuple[str, str, str], CallCount] = {}
-        self._latency: dict[tuple[str, str], CallLatency] = {}
+    def __init__(
+        self, counter: tuple[str, str, Sequence[str]], histogram: tuple[str, str, Sequence[str]]
+    ) -> None:
+        self._counter = counter  # (name, help, labels)
+        self._histogram = histogram
+        self._calls: dict[tuple[str, ...], CallCount] = {}
+        self._latency: dict[tuple[str, ...], CallLatency] = {}
 
-    def count(self, dependency: str, method: str, outcome: str) -> CallCount:
-        """The counter of calls to `dependency.method` that ended with `outcome`."""
-        key = (dependency, method, outcome)
-        found = self._calls.get(key)
+    def count(self, *labels: str) -> CallCount:
+        """The counter of calls with these label values."""
+        found = self._calls.get(labels)
         if found is None:
-            found = self._calls[key] = CallCount()
+            found = self._calls[labels] = CallCount()
         return found
 
-    def latency(self, dependency: str, method: str) -> CallLatency:
-        """The latency histogram of calls to `dependency.method`."""
-        key = (dependency, method)
-        found = self._latency.get(key)
+    def latency(self, *labels: str) -> CallLatency:
+        """The latency histogram of calls with these label values."""
+        found = self._latency.get(labels)
         if found is None:
-            found = self._latency[key] = CallLatency()
+            found = self._latency[labels] = CallLatency()
         return found
 
     def collect(self) -> Iterator[Metric]:
         """The two metric families as of now."""
-        calls = CounterMetricFamily(
-            "boutique_mesh_client_calls",
-            "Client calls by dependency, method and outcome "
-            "(ok, error, short_circuited, bulkhead_full, no_instances).",
-            labels=["dependency", "method", "outcome"],
-        )
-        for labels, count in list(self._calls.items()):
-            calls.add_metric(list(labels), count.value)
+        name, text, labels = self._counter
+        calls = CounterMetricFamily(name, text, labels=list(labels))
+        for values, count in list(self._calls.items()):
+            calls.add_metric(list(values), count.value)
         yield calls
-        latency = HistogramMetricFamily(
-            "boutique_mesh_client_call_duration_seconds",
-            "Client call latency including retries.",
-            labels=["dependency", "method"],
-        )
+        name, text, labels = self._histogram
+        latency = HistogramMetricFamily(name, text, labels=list(labels))
         bounds = [*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf"]
-        for pair, hist in list(self._latency.items()):
+        for values, hist in list(self._latency.items()):
             running, cumulative = 0, []
             for bound, n in zip(bounds, list(hist.counts), strict=True):
                 running += n
                 cumulative.append((bound, running))
-            latency.add_metric(list(pair), cumulative, hist.total)
+            latency.add_metric(list(values), cumulative, hist.total)
         yield latency
 
 
-CLIENT_STATS = ClientCallStats()
+CLIENT_STATS = CallStats(
+    (
+        "boutique_mesh_client_calls",
+        "Client calls by dependency, method and outcome "
+        "(ok, error, short_circuited, bulkhead_full, no_instances).",
+        ("dependency", "method", "outcome"),
+    ),
+    (
+        "boutique_mesh_client_call_duration_seconds",
+        "Client call latency including retries.",
+        ("dependency", "method"),
+    ),
+)
 REGISTRY.register(CLIENT_STATS)
+SERVER_STATS = CallStats(
+    (
+        "grpc_server_handled",
+        "RPCs completed on the server, by status code.",
+        ("grpc_service", "grpc_method", "grpc_code"),
+    ),
+    ("grpc_server_handling_seconds", "Time to handle an RPC on the server.", ("grpc_service", "grpc_method")),
+)
+REGISTRY.register(SERVER_STATS)
+HTTP_STATS = CallStats(
+    (
+        "http_server_requests",
+        "HTTP requests served, by method, route template and status code.",
+        ("method", "route", "status"),
+    ),
+    ("http_server_request_duration_seconds", "Time to serve an HTTP request.", ("method", "route")),
+)
+REGISTRY.register(HTTP_STATS)
 RETRIES = Counter(
     "boutique_mesh_client_retries", "Retries sent to another instance.", ["dependency", "method"]
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,13 +15,17 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry import propagate, trace
 
 from boutique.mesh.config import ProcessInfo, env_duration
 from boutique.mesh.deadline import deadline_in
+from boutique.mesh.metrics import SERVER_STATS
 from boutique.mesh.presence import Presence
 from boutique.mesh.runtime import Mesh
+from boutique.mesh.tracing import tracing_on
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("boutique.mesh.server")
 
 SERVED_BY = "x-served-by"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -40,39 +45,123 @@ def _status_of(exc: BaseException) -> grpc.StatusCode | None:
     return code if isinstance(code, grpc.StatusCode) else None
 
 
+# On a server span only these codes mean the server failed (the semantic conventions' rule); the
+# others (NOT_FOUND, INVALID_ARGUMENT, …) are the caller's problem and leave the status unset.
+SERVER_ERROR_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class _Outcome:
+    """How one RPC ended: its status code and, for an unexpected failure, the exception."""
+
+    __slots__ = ("code", "error")
+
+    def __init__(self) -> None:
+        self.code = grpc.StatusCode.OK
+        self.error: BaseException | None = None
+
+
 def _unary_handler(
     method: MethodDescriptor, impl: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], instance: str
 ) -> grpc.RpcMethodHandler:
-    """Wrap one implementation method: parse bytes ourselves so bad protobuf is INVALID_ARGUMENT."""
+    """Wrap one implementation method: its span, its metrics, and bad protobuf as INVALID_ARGUMENT."""
     request_type = message_factory.GetMessageClass(method.input_type)
     response_type = message_factory.GetMessageClass(method.output_type)
     served_by = ((SERVED_BY, instance),)
+    service = method.containing_service.full_name
+    span_name = f"{service}/{method.name}"
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method.name}
+    latency = SERVER_STATS.latency(service, method.name).observe
+    counters: dict[grpc.StatusCode, Callable[[], None]] = {}  # created on first use: no zero series per code
 
-    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-        context.set_trailing_metadata(served_by)
+    async def run(raw: bytes, context: grpc.aio.ServicerContext, outcome: _Outcome) -> Any:
+        """Decode, call the implementation, turn its failure into a status (noted in `outcome`)."""
         try:
             request = request_type.FromString(raw)
         except (DecodeError, ValueError) as exc:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method.input_type.full_name}: {exc}"
-            )
+            outcome.code = grpc.StatusCode.INVALID_ARGUMENT
+            await context.abort(outcome.code, f"malformed {method.input_type.full_name}: {exc}")
         try:
             with deadline_in(context.time_remaining()):
                 return await impl(request, context)
         except grpc.aio.AbortError:
+            outcome.code = _aborted_code(context)
             raise
         except asyncio.CancelledError:
+            outcome.code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
             code = _status_of(exc)
             if code is None:
                 log.exception("unhandled error in %s", method.full_name)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.full_name}")
+                outcome.code, outcome.error = grpc.StatusCode.INTERNAL, exc
+                await context.abort(outcome.code, f"internal error in {method.full_name}")
+            outcome.code = code
             await context.abort(code, str(exc))
+
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        context.set_trailing_metadata(served_by)
+        outcome = _Outcome()
+        started = time.perf_counter()
+        try:
+            if not tracing_on():
+                return await run(raw, context, outcome)
+            # Metadata keys arrive lower-cased; one dict makes every propagator's lookups cheap.
+            parent = propagate.extract(dict(context.invocation_metadata() or ()))
+            with tracer.start_as_current_span(
+                span_name,
+                context=parent,
+                kind=trace.SpanKind.SERVER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    return await run(raw, context, outcome)
+                finally:
+                    _describe(span, outcome, context)
+        finally:
+            latency(time.perf_counter() - started)
+            count = counters.get(outcome.code)
+            if count is None:
+                count = counters[outcome.code] = SERVER_STATS.count(
+                    service, method.name, outcome.code.name
+                ).inc
+            count()
 
     return grpc.unary_unary_rpc_method_handler(
         handle, request_deserializer=None, response_serializer=response_type.SerializeToString
     )
+
+
+def _aborted_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The code an implementation aborted with itself."""
+    code = context.code() if hasattr(context, "code") else None
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+
+
+def _describe(span: trace.Span, outcome: _Outcome, context: grpc.aio.ServicerContext) -> None:
+    """The status code, the peer, and ERROR with the exception when the server failed."""
+    code = outcome.code
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    peer = context.peer() or ""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        address, _, port = peer.partition(":")[2].rpartition(":")
+        span.set_attribute("network.peer.address", address.strip("[]"))
+        if port.isdigit():
+            span.set_attribute("network.peer.port", int(port))
+    if outcome.error is not None:
+        span.record_exception(outcome.error)
+    if code in SERVER_ERROR_CODES:
+        span.set_status(trace.StatusCode.ERROR, code.name)
 
 
 def generic_handler(binding: ServiceBinding, instance: str) -> grpc.GenericRpcHandler:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,24 @@ class ProcessPlan:
     data_dir: str = ""
     metrics_port: int = 0
     extra_ports: tuple[int, ...] = ()
+    # Its ports were picked free here and callers find it through the registry, so when something
+    # else takes one before it binds, a restart may pick again (never for a port the user chose).
+    movable: bool = False
+
+    def move_taken_ports(self, taken: Callable[[int], bool], pick: Callable[[], int]) -> list[int]:
+        """Replace the service and metrics ports `taken` reports busy; the ports given up."""
+        if not self.movable:
+            return []
+        given_up = []
+        if self.port and taken(self.port):
+            given_up.append(self.port)
+            self.port = pick()
+            self.env["PORT"] = str(self.port)
+        if self.metrics_port and taken(self.metrics_port):
+            given_up.append(self.metrics_port)
+            self.metrics_port = pick()
+            self.env["METRICS_PORT"] = str(self.metrics_port)
+        return given_up
 
     @property
     def argv(self) -> list[str]:
@@ -114,6 +134,28 @@ def _scalable() -> list[str]:
     return [name for name, spec in SERVICES.items() if spec.kind != "load"]
 
 
+def telemetry_env(options: UpOptions, load: bool = False) -> dict[str, str]:
+    """Where every process sends its spans: the observatory `up` starts, else the user's OTEL_* settings.
+
+    With no observatory and no OTLP endpoint of the user's, export is off rather than retrying a port
+    nothing listens on.
+    """
+    if options.observatory_ports and options.observatory_url:
+        if load:  # Locust runs under gevent, where OTLP over HTTP is the exporter that fits
+            return {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{options.observatory_ports[1]}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            }
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{options.observatory_ports[0]}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OBSERVATORY_URL": options.observatory_url,
+        }
+    if any(os.environ.get(v) for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        return {}
+    return {"OTEL_TRACES_EXPORTER": os.environ.get("OTEL_TRACES_EXPORTER", "none")}
+
+
 def build_plan(options: UpOptions) -> list[ProcessPlan]:
     """Every process in start order: backends, frontend replicas, then the load generator."""
     plans: list[ProcessPlan] = []
@@ -141,8 +183,11 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
         plans.append(ProcessPlan("redis", 0, "redis", fresh_port(), data_dir=str(redis_dir)))
     for name in [*BACKENDS, "frontend"]:
         for index in range(options.replicas.get(name, 1)):
-            port = options.frontend_port if name == "frontend" and index == 0 else fresh_port()
-            plans.append(ProcessPlan(name, index, SERVICES[name].kind, port, metrics_port=fresh_port()))
+            chosen = name == "frontend" and index == 0
+            port = options.frontend_port if chosen else fresh_port()
+            plan = ProcessPlan(name, index, SERVICES[name].kind, port, metrics_port=fresh_port())
+            plan.movable = not chosen and options.discovery == "registry"
+            plans.append(plan)
     if options.load:
         plans.append(ProcessPlan("loadgen", 0, "load", 0))
 
@@ -166,6 +211,7 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
         }
         if options.registry_url:
             plan.env["BOUTIQUE_REGISTRY_URL"] = options.registry_url
+        plan.env |= telemetry_env(options, load=plan.kind == "load")
         if options.redis and plan.service == "cart":
             plan.env["REDIS_ADDR"] = next(p.address for p in plans if p.kind == "redis")
         if plan.kind == "load":

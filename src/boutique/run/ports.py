@@ -16,14 +16,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_free(host: str, port: int, what: str, flag: str) -> None:
-    """Raise PortBusy naming the port, its purpose and the flag that changes it."""
+def is_taken(host: str, port: int) -> bool:
+    """Whether something listens on the port (closed connections lingering do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the servers themselves bind: a listener makes the port busy, closed connections do not.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError as exc:
-            raise PortBusy(
-                f"port {port} on {host} is busy ({what}): stop whatever listens there or choose another with {flag}"
-            ) from exc
+        except OSError:
+            return True
+        return False
+
+
+def ensure_free(host: str, port: int, what: str, flag: str) -> None:
+    """Raise PortBusy naming the port, its purpose and the flag that changes it."""
+    if is_taken(host, port):  # as the servers themselves bind: lingering closed connections do not count
+        raise PortBusy(
+            f"port {port} on {host} is busy ({what}): stop whatever listens there or choose another with {flag}"
+        )

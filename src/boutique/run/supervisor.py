@@ -16,7 +16,8 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from boutique.run.child import PARENT_VARIABLE
-from boutique.run.plan import ProcessPlan
+from boutique.run.plan import HOST, ProcessPlan
+from boutique.run.ports import free_port, is_taken
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
@@ -138,10 +139,16 @@ class Supervisor:
             if self.on_exit is not None:
                 with contextlib.suppress(Exception):
                     await self.on_exit(child)
+            moved: list[int] = []
+            if child.serving_since is None:  # never served: was a port taken after it was planned?
+                moved = child.plan.move_taken_ports(
+                    lambda port: is_taken(HOST, port), lambda: free_port(HOST)
+                )
             stable = child.serving_since is not None and time.monotonic() - child.serving_since > STABLE_AFTER
             child.failures_in_row = 1 if stable else child.failures_in_row + 1
             delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (child.failures_in_row - 1))
-            self._set_state(child, f"exited {code}, restart in {delay:.1f}s")
+            taken = f", port {', '.join(map(str, moved))} taken: moving" if moved else ""
+            self._set_state(child, f"exited {code}{taken}, restart in {delay:.1f}s")
             await asyncio.sleep(delay)
             if self.stopping:
                 return

@@ -7,6 +7,7 @@ import logging
 import grpc
 
 from boutique.mesh import ServiceBinding
+from boutique.mesh.tracing import sdk_installed
 from boutique.shop.cart.service import CartService
 from boutique.shop.cart.store import CartStore, RedisCartStore, store_from_env
 from boutique.shop.proto import demo_pb2 as pb
@@ -46,6 +47,10 @@ def bindings(store: CartStore | None = None) -> list[ServiceBinding]:
 
 async def serve() -> None:
     """Run the cart until SIGTERM, then close the store."""
+    if sdk_installed():  # a CLIENT span per Redis command, inside the RPC that sent it
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        RedisInstrumentor().instrument()
     store = store_from_env()
     if isinstance(store, RedisCartStore):
         log.info("cart store: redis", extra={"redis_address": store.address})

@@ -5,8 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from boutique.shop.cart.store import CartStore, LineLimitExceeded
 from boutique.shop.errors import InvalidArgument
+
+CART_ADDS = Counter("boutique_shop_cart_adds", "Add-to-cart operations that succeeded.")
+CART_ITEMS_ADDED = Counter("boutique_shop_cart_items_added", "Items added to carts (quantities summed).")
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,8 @@ class CartService:
             raise InvalidArgument(
                 f"quantity of {product_id!r} would exceed {self.max_line_quantity} per cart line"
             ) from None
+        CART_ADDS.inc()
+        CART_ITEMS_ADDED.inc(quantity)
         log.debug("cart item added", extra={"product_id": product_id, "quantity": quantity})
         return new_total
 

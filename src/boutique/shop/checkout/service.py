@@ -10,12 +10,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+from opentelemetry import trace
+from prometheus_client import Counter
+
 from boutique.shop import money
 from boutique.shop.email.service import mask_email, validate_email
 from boutique.shop.errors import InvalidArgument, ShopError, Unavailable
 from boutique.shop.proto import demo_pb2 as pb
+from boutique.shop.telemetry import tracer
 
 log = logging.getLogger(__name__)
+
+ORDERS = Counter("boutique_shop_orders", "Orders placed, by the currency the shopper paid in.", ["currency"])
+REVENUE = Counter(
+    "boutique_shop_revenue",
+    "Revenue of placed orders (items and shipping), in units of the currency paid in.",
+    ["currency"],
+)
 
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 
@@ -170,27 +181,40 @@ class CheckoutService:
         card: pb.CreditCardInfo | None,
     ) -> pb.OrderResult:
         """Run the whole checkout for the user's cart and return the order."""
+        span = trace.get_current_span()
+        span.add_event("request_start", {"app.user.currency": user_currency})
         validate_order_request(user_id, user_currency, address, email, card)
         assert card is not None
-        async with _depending_on("cart"):
-            cart_items = await self.cart.get_cart(user_id)
+        with tracer.start_as_current_span("checkout: get cart"):
+            async with _depending_on("cart"):
+                cart_items = await self.cart.get_cart(user_id)
         if not cart_items:
             raise InvalidArgument("cart is empty")
 
-        order_items = await self._price_items(cart_items, user_currency)
-        async with _depending_on("shipping"):
-            quote_usd = await self.shipping.get_quote(address, cart_items)
-        shipping_cost = await self._convert(quote_usd, user_currency)
+        with tracer.start_as_current_span("checkout: price items") as step:
+            step.set_attribute("app.cart.items.count", len(cart_items))
+            order_items = await self._price_items(cart_items, user_currency)
+        with tracer.start_as_current_span("checkout: quote shipping"):
+            async with _depending_on("shipping"):
+                quote_usd = await self.shipping.get_quote(address, cart_items)
+            shipping_cost = await self._convert(quote_usd, user_currency)
         total = money.total(
             [money.multiply(line.cost, line.item.quantity) for line in order_items] + [shipping_cost],
             user_currency,
         )
+        span.add_event("prepared", {"app.order.items.count": len(order_items)})
 
         order_id = str(uuid.uuid4())  # before the charge: it is the charge's idempotency key
-        transaction_id = await self._charge(total, card, order_id)
-        async with _depending_on("shipping"):
-            tracking_id = await self.shipping.ship_order(address, cart_items)
-        await self._empty_cart(user_id)
+        span.set_attribute("app.order.id", order_id)
+        with tracer.start_as_current_span("checkout: charge"):
+            transaction_id = await self._charge(total, card, order_id)
+        span.add_event("charged", {"app.payment.transaction.id": transaction_id})
+        with tracer.start_as_current_span("checkout: ship"):
+            async with _depending_on("shipping"):
+                tracking_id = await self.shipping.ship_order(address, cart_items)
+        span.set_attribute("app.shipping.tracking.id", tracking_id)
+        with tracer.start_as_current_span("checkout: empty cart"):
+            await self._empty_cart(user_id)
 
         order = pb.OrderResult(
             order_id=order_id,
@@ -199,13 +223,18 @@ class CheckoutService:
             shipping_address=address,
             items=order_items,
         )
-        await self._confirm(email, order)
+        with tracer.start_as_current_span("checkout: confirm"):
+            await self._confirm(email, order)
+        amount = money.to_decimal(total)
+        ORDERS.labels(user_currency).inc()
+        REVENUE.labels(user_currency).inc(float(amount))
+        span.add_event("order_placed", {"app.order.total": str(amount), "app.order.currency": user_currency})
         log.info(
             "order placed",
             extra={
                 "order_id": order.order_id,
                 "item_count": sum(line.item.quantity for line in order_items),
-                "total": str(money.to_decimal(total)),
+                "total": str(amount),
                 "currency": user_currency,
                 "email": mask_email(email),
                 "transaction_id": transaction_id,

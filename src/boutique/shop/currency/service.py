@@ -10,6 +10,7 @@ from importlib import resources
 from boutique.shop import money
 from boutique.shop.errors import InvalidArgument
 from boutique.shop.proto import demo_pb2 as pb
+from boutique.shop.telemetry import tracer
 
 BASE = "EUR"
 _CODE = re.compile(r"[A-Z]{3}")
@@ -60,10 +61,15 @@ class CurrencyService:
 
     async def convert(self, amount: pb.Money, to_code: str) -> pb.Money:
         """Convert via the euro at full precision, rounding half-even to the nano only at the end."""
-        money.validate(amount)
-        from_rate = self._rate(amount.currency_code, "source")
-        to_rate = self._rate(to_code, "target")
-        with localcontext() as context:
-            context.prec = _PRECISION
-            converted = money.to_decimal(amount) / from_rate * to_rate
-            return money.from_decimal(converted, to_code)
+        with tracer.start_as_current_span(
+            "currency: convert",
+            attributes={"app.currency.from": amount.currency_code[:8], "app.currency.to": to_code[:8]},
+        ) as span:
+            money.validate(amount)
+            from_rate = self._rate(amount.currency_code, "source")
+            to_rate = self._rate(to_code, "target")
+            with localcontext() as context:
+                context.prec = _PRECISION
+                converted = money.to_decimal(amount) / from_rate * to_rate
+                span.add_event("converted", {"app.currency.rate": str(to_rate / from_rate)})
+                return money.from_decimal(converted, to_code)

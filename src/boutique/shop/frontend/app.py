@@ -7,7 +7,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
+from boutique.mesh.http_observe import observe_http
 from boutique.shop.errors import ShopError
 from boutique.shop.frontend.clients import FrontendClients
 from boutique.shop.frontend.failures import ErrorPages, PageError
@@ -18,7 +20,12 @@ from boutique.shop.frontend.session import SessionMiddleware
 from boutique.shop.frontend.settings import FrontendSettings
 
 
-def create_app(clients: FrontendClients, settings: FrontendSettings) -> Starlette:
+def create_app(clients: FrontendClients, settings: FrontendSettings) -> ASGIApp:
+    """The shop web site, observed: a span per request (when tracing) and metrics per route."""
+    return observe_http(create_site(clients, settings))
+
+
+def create_site(clients: FrontendClients, settings: FrontendSettings) -> Starlette:
     """The shop web site over these clients; the caller owns the clients and closes them."""
     renderer = Renderer(settings)
     pages = Pages(clients, settings, renderer)

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -55,10 +56,17 @@ class PageError(Exception):
 
 
 def trace_id_of(request: Request) -> str:
-    """The trace id of an incoming W3C `traceparent`, else a fresh 32-hex id; stable per request."""
+    """The trace id of the request's span, else of an incoming W3C `traceparent`, else a fresh 32-hex id.
+
+    Stable per request: the page, the log line and the trace all quote the same id.
+    """
     cached = getattr(request.state, "trace_id", None)
     if isinstance(cached, str):
         return cached
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        request.state.trace_id = format(context.trace_id, "032x")
+        return str(request.state.trace_id)
     match = _TRACEPARENT.match(request.headers.get("traceparent", "").strip())
     valid = (
         match is not None
@@ -69,6 +77,11 @@ def trace_id_of(request: Request) -> str:
     trace_id = match.group(2) if valid and match is not None else secrets.token_hex(16)
     request.state.trace_id = trace_id
     return trace_id
+
+
+def traced_id(request: Request) -> str:
+    """The request's trace id when its trace is being recorded, else '' (nothing to link to)."""
+    return trace_id_of(request) if trace.get_current_span().get_span_context().is_valid else ""
 
 
 def failing_service(error: ShopError) -> str:
@@ -87,16 +100,20 @@ class ErrorPages:
     async def page_error(self, request: Request, exc: Exception) -> Response:
         """A failure the handler described itself: bad input, unknown product, payment declined."""
         assert isinstance(exc, PageError)
-        self._log(request, exc.status, exc.title, problems=exc.problems)
-        return self.render(request, exc.status, exc.title, exc.hint, exc.problems)
+        trace_id = traced_id(request)
+        self._log(request, exc.status, exc.title, problems=exc.problems, trace_id=trace_id)
+        return self.render(request, exc.status, exc.title, exc.hint, exc.problems, trace_id=trace_id)
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         """Routing and protocol failures raised by Starlette: 404, 405, 400, 413."""
         assert isinstance(exc, HTTPException)
         title, hint = _HTTP_TITLES.get(exc.status_code, (exc.detail, ""))
         problems = [Problem("request", exc.detail)] if exc.status_code == 400 and exc.detail else []
-        self._log(request, exc.status_code, title, problems=problems)
-        return self.render(request, exc.status_code, title, hint, problems, headers=exc.headers)
+        trace_id = traced_id(request)
+        self._log(request, exc.status_code, title, problems=problems, trace_id=trace_id)
+        return self.render(
+            request, exc.status_code, title, hint, problems, trace_id=trace_id, headers=exc.headers
+        )
 
     async def shop_error(self, request: Request, exc: Exception) -> Response:
         """A dependency failed: 503 when it is down, 502 when it answered with something unusable."""
@@ -113,12 +130,14 @@ class ErrorPages:
             status, title = 502, "Bad gateway"
             hint = f"{who.capitalize()} gave an answer the shop could not use. Try again later."
         trace_id = trace_id_of(request)
+        trace.get_current_span().record_exception(exc)
         self._log(request, status, title, error=str(exc), trace_id=trace_id)
         return self.render(request, status, title, hint, trace_id=trace_id)
 
     async def unexpected(self, request: Request, exc: Exception) -> Response:
         """Anything else: log it with its traceback, answer 500 with a reference id and no details."""
         trace_id = trace_id_of(request)
+        trace.get_current_span().record_exception(exc)
         log.error(
             "request failed",
             exc_info=exc,

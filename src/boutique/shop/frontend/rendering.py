@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse
 from boutique.shop import money
 from boutique.shop.frontend.session import CURRENCIES, session_of
 from boutique.shop.frontend.settings import FrontendSettings
+from boutique.shop.telemetry import tracer
 
 
 class Renderer:
@@ -47,5 +48,6 @@ class Renderer:
             "observatory_url": self.settings.observatory_url,
         }
         values.update(context)
-        html = self.env.get_template(template).render(values)
+        with tracer.start_as_current_span(f"render {template}"):
+            html = self.env.get_template(template).render(values)
         return HTMLResponse(html, status_code=status, headers=dict(headers or {}))

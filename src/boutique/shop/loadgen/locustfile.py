@@ -2,7 +2,10 @@
 
 Run by `boutique load` (see runner.py) in a child process. The wait between tasks comes from
 LOADGEN_WAIT_MIN / LOADGEN_WAIT_MAX (seconds, default 1-10). Requests are named by route template,
-so the stats table has one row per route however many products there are.
+so the stats table has one row per route however many products there are. Each shopper action is one
+trace: a span for the action, a CLIENT span per request, and `traceparent` on every request, so the
+frontend's spans continue the trace from the first hop (spans go out over OTLP/HTTP, which works under
+Locust's gevent).
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from typing import Any
 import gevent
 from locust import HttpUser, events, task
 from locust.env import Environment
+from opentelemetry import propagate, trace
+
+from boutique import __version__
+from boutique.mesh.tracing import setup_tracing
 
 CATALOG_PACKAGE = "boutique.shop.productcatalog"
 CURRENCIES = ("EUR", "USD", "JPY", "CAD", "GBP", "TRY")
@@ -27,6 +34,13 @@ SHOPPER_EMAIL = "someone@example.com"
 TEST_CARD_NUMBER = "4432-8015-6152-0454"
 TEST_CARD_CVV = "672"
 PARENT_PID_VARIABLE = "LOADGEN_PARENT_PID"
+
+tracer = trace.get_tracer("boutique.shop.loadgen")
+
+
+def action(name: str) -> Any:
+    """The span of one shopper action (a new trace), made current while its requests run."""
+    return tracer.start_as_current_span(f"shopper {name}", attributes={"app.shopper.action": name})
 
 
 @cache
@@ -76,41 +90,87 @@ class Shopper(HttpUser):
         """Land on the home page first, which hands out the session cookie."""
         self.index()
 
+    def _send(self, method: str, path: str, name: str | None = None, **kwargs: Any) -> None:
+        """One request in a CLIENT span of its own, carrying the trace headers."""
+        route = name or path
+        with tracer.start_as_current_span(
+            f"{method} {route}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"http.request.method": method, "url.path": path, "http.route": route},
+        ) as span:
+            headers: dict[str, str] = {}
+            propagate.inject(headers)
+            with self.client.request(
+                method, path, name=name, headers=headers, catch_response=True, **kwargs
+            ) as response:
+                span.set_attribute("http.response.status_code", response.status_code)
+                if response.status_code >= 400 or response.error:
+                    span.set_status(trace.StatusCode.ERROR, f"HTTP {response.status_code}")
+                    response.failure(f"HTTP {response.status_code}")
+                else:
+                    response.success()
+
     @task(1)
     def index(self) -> None:
         """The home page."""
-        self.client.get("/")
+        with action("home"):
+            self._send("GET", "/")
 
     @task(2)
     def set_currency(self) -> None:
         """Pick a display currency."""
-        self.client.post("/setCurrency", data={"currency_code": random.choice(CURRENCIES)})
+        with action("set currency"):
+            self._send("POST", "/setCurrency", data={"currency_code": random.choice(CURRENCIES)})
 
     @task(10)
     def browse_product(self) -> None:
         """Look at one product."""
-        self._view_product(random.choice(catalog_ids()))
+        with action("browse product"):
+            self._view_product(random.choice(catalog_ids()))
 
     @task(2)
     def add_to_cart(self) -> None:
         """Look at a product, then put 1-10 of it in the cart."""
-        product_id = random.choice(catalog_ids())
-        self._view_product(product_id)
-        self.client.post("/cart", data={"product_id": product_id, "quantity": str(random.randint(1, 10))})
+        with action("add to cart"):
+            self._add_to_cart()
 
     @task(3)
     def view_cart(self) -> None:
         """The cart page."""
-        self.client.get("/cart")
+        with action("view cart"):
+            self._send("GET", "/cart")
 
     @task(1)
     def checkout(self) -> None:
         """Add something to the cart, then place the order."""
-        self.add_to_cart()
-        self.client.post("/cart/checkout", data=checkout_form())
+        with action("checkout"):
+            self._add_to_cart()
+            self._send("POST", "/cart/checkout", data=checkout_form())
+
+    def _add_to_cart(self) -> None:
+        product_id = random.choice(catalog_ids())
+        self._view_product(product_id)
+        self._send("POST", "/cart", data={"product_id": product_id, "quantity": str(random.randint(1, 10))})
 
     def _view_product(self, product_id: str) -> None:
-        self.client.get(f"/product/{product_id}", name=PRODUCT_ROUTE)
+        self._send("GET", f"/product/{product_id}", name=PRODUCT_ROUTE)
+
+
+@events.init.add_listener
+def _start_tracing(environment: Environment, **_kwargs: Any) -> None:
+    """Export the shoppers' spans when an OTLP endpoint is configured (as `boutique up` does).
+
+    Without one the shoppers send no trace headers and each request starts its trace at the frontend:
+    a load run against some other shop has nowhere to send spans. OTLP goes over HTTP unless the
+    protocol is set, since Locust runs under gevent.
+    """
+    if not any(
+        os.environ.get(v) for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        return
+    os.environ.setdefault("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    instance = os.environ.get("BOUTIQUE_INSTANCE_ID") or f"loadgen-{os.getpid()}"
+    setup_tracing("loadgen", instance, __version__)
 
 
 @events.init.add_listener
