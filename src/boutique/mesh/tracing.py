@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
 
 from boutique.mesh.propagation import install_propagators
 
@@ -73,6 +80,51 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+class DeferredExporter(SpanExporter):
+    """Builds the real exporter on the first export, in the batch processor's thread.
+
+    The OTLP exporters import gRPC stubs, the protobuf encoders and the metrics SDK: a third of a second
+    per process here, paid by every service before it could serve. Deferred, it is paid in the
+    background once the first batch of spans is due.
+    """
+
+    def __init__(self, build: Callable[[], SpanExporter]) -> None:
+        self._build = build
+        self._real: SpanExporter | None = None
+        self._lock = threading.Lock()
+
+    def _exporter(self) -> SpanExporter:
+        with self._lock:
+            if self._real is None:
+                self._real = self._build()
+            return self._real
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export through the real exporter, building it first if need be."""
+        return self._exporter().export(spans)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the real exporter, if there is one yet."""
+        return self._real.force_flush(timeout_millis) if self._real is not None else True
+
+    def shutdown(self) -> None:
+        """Shut the real exporter down, if it was ever built."""
+        if self._real is not None:
+            self._real.shutdown()
+
+
+def _grpc_exporter() -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def _http_exporter() -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
 def _exporter() -> tuple[SpanExporter | None, str]:
     """The span exporter OTEL_TRACES_EXPORTER and the OTLP protocol variables ask for."""
     kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
@@ -91,13 +143,9 @@ def _exporter() -> tuple[SpanExporter | None, str]:
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        return GrpcExporter(), f"otlp grpc {endpoint or 'http://localhost:4317'}"
+        return DeferredExporter(_grpc_exporter), f"otlp grpc {endpoint or 'http://localhost:4317'}"
     if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-        return HttpExporter(), f"otlp http/protobuf {endpoint or 'http://localhost:4318'}"
+        return DeferredExporter(_http_exporter), f"otlp http/protobuf {endpoint or 'http://localhost:4318'}"
     raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use grpc or http/protobuf")
 
 
