@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: up test lint format proto bench clean
+.PHONY: up test lint format proto bench screenshots clean
 
 # uv installs the ~50 wheels in a few seconds where pip takes over twenty; pip stays the fallback.
 PIP_INSTALL = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install -q --python $(BIN)/python $(1); \
@@ -50,9 +50,16 @@ bench: $(DEVSTAMP)
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/mesh_overhead.py
 	$(BIN)/python benchmarks/tracing_overhead.py
+	$(BIN)/python benchmarks/ui_large_trace.py
 	$(BIN)/python benchmarks/failover.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/query.py
+
+## screenshots: run the browser tests and copy their screenshots into docs/screenshots/
+screenshots: $(DEVSTAMP)
+	$(BIN)/pytest tests/ui -q
+	cp test-output/ui/search.png test-output/ui/trace.png test-output/ui/trace-10000.png \
+		test-output/ui/dependencies.png test-output/ui/service.png test-output/ui/mesh-open.png docs/screenshots/
 
 clean:
 	rm -rf $(VENV) .boutique .pytest_cache .ruff_cache .mypy_cache

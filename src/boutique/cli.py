@@ -81,6 +81,7 @@ def _observatory(args: argparse.Namespace) -> int:
             retention_seconds=parse_age(args.retention),
             retention_bytes=parse_size(args.max_size),
             memory_limit=args.memory_limit,
+            registry_url=args.registry_url or os.environ.get("BOUTIQUE_REGISTRY_URL") or None,
         )
         asyncio.run(serve(config))
     except (OSError, ValueError) as exc:
@@ -207,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     observatory.add_argument("--retention", default="24h", help="keep spans this long (default 24h)")
     observatory.add_argument("--max-size", default="1GB", help="keep the store under this size (default 1GB)")
     observatory.add_argument("--max-body", default="16MB", help="largest request body (default 16MB)")
+    observatory.add_argument(
+        "--registry-url",
+        default=None,
+        help="service registry whose processes the Mesh page shows (default: $BOUTIQUE_REGISTRY_URL)",
+    )
     observatory.add_argument(
         "--memory-limit",
         default="128MB",

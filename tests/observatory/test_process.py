@@ -228,6 +228,17 @@ def test_with_a_token_every_request_must_carry_it(tmp_path: Path) -> None:
             assert client.get("/api/services", headers={"Authorization": "Bearer wrong"}).status_code == 401
             assert client.get("/api/services", headers={"Authorization": "Bearer s3cret"}).status_code == 200
             assert client.get("/_healthz").status_code == 200
+        with httpx.Client(
+            base_url=running.query_url, timeout=10
+        ) as browser:  # keeps cookies, as a browser does
+            page = browser.get("/search", headers={"Accept": "text/html"})
+            assert page.status_code == 303 and page.headers["location"] == "/login"
+            assert browser.post("/login", data={"token": "wrong"}).status_code == 401
+            assert "observatory_token" not in browser.cookies
+            signed_in = browser.post("/login", data={"token": "s3cret"})
+            assert signed_in.status_code == 303 and signed_in.headers["location"] == "/search"
+            assert "httponly" in signed_in.headers["set-cookie"].lower()
+            assert browser.get("/api/services").status_code == 200  # the cookie now stands for the token
         ingest = f"http://127.0.0.1:{running.ports['otlp_http']}/v1/traces"
         assert (
             httpx.post(ingest, content=b"", headers={"Content-Type": "application/x-protobuf"}).status_code

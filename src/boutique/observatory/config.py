@@ -56,6 +56,7 @@ class ObservatoryConfig:
     retention_bytes: int = 1 << 30
     retention_check_seconds: float = 30.0
     memory_limit: str = "128MB"
+    registry_url: str | None = None  # where the Mesh page finds the running processes (a service registry)
 
     @property
     def database(self) -> Path:

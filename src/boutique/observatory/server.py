@@ -20,7 +20,7 @@ import grpc
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,29 +33,73 @@ from boutique.observatory.processors.sampling import KeepAll
 from boutique.observatory.receivers.http import Limits, otlp_http_routes, zipkin_routes
 from boutique.observatory.receivers.otlp_grpc import add_trace_service, make_grpc_server
 from boutique.observatory.store.duckdb_store import DuckDBStore, Retention
+from boutique.observatory.ui import ui_routes
 
 log = logging.getLogger(__name__)
 
 
+LOGIN_PATH = "/login"
+TOKEN_COOKIE = "observatory_token"
+_LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Observatory · sign in</title>
+<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/ui.css"></head><body><main id="main"><h1>Observatory</h1>
+<form method="post" action="/login" class="panel"><p>{message}</p>
+<label for="token">Bearer token (BOUTIQUE_OBSERVATORY_TOKEN)</label>
+<input id="token" name="token" type="password" autocomplete="current-password" autofocus required>
+<button type="submit">Sign in</button></form></main></body></html>"""
+
+
 class BearerAuth:
-    """ASGI middleware: refuse HTTP requests without the bearer token (health checks excepted)."""
+    """ASGI middleware: every HTTP request needs the token (health checks and the sign-in page excepted).
+
+    Programs send `Authorization: Bearer <token>`; a browser signs in once at /login and then sends the
+    token in an HttpOnly, same-site cookie, so the UI pages work when the observatory is exposed.
+    """
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.token = token.encode()
+        self.expected = b"Bearer " + self.token
+
+    def _authorised(self, request: Request) -> bool:
+        given = request.headers.get("authorization", "").encode()
+        cookie = request.cookies.get(TOKEN_COOKIE, "").encode()
+        return hmac.compare_digest(given, self.expected) or hmac.compare_digest(cookie, self.token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] != "/_healthz":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = JSONResponse(
-                    {"errors": [{"code": 401, "msg": "missing or wrong bearer token"}]},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] in ("/_healthz", "/static/ui.css"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        if scope["path"] == LOGIN_PATH:
+            response = await self._login(request)
+        elif self._authorised(request):
+            await self.app(scope, receive, send)
+            return
+        elif "text/html" in request.headers.get("accept", ""):
+            response = RedirectResponse(LOGIN_PATH, status_code=303)
+        else:
+            response = JSONResponse(
+                {"errors": [{"code": 401, "msg": "missing or wrong bearer token"}]},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        await response(scope, receive, send)
+
+    async def _login(self, request: Request) -> Response:
+        """The sign-in form; a right token sets the cookie and goes to the search page."""
+        if request.method != "POST":
+            return HTMLResponse(_LOGIN_PAGE.format(message="This observatory needs its token."))
+        form = await request.form()
+        given = str(form.get("token", "")).encode()
+        if not hmac.compare_digest(given, self.token):
+            page = _LOGIN_PAGE.format(message='<span class="error-text">Wrong token.</span>')
+            return HTMLResponse(page, status_code=401)
+        response = RedirectResponse("/search", status_code=303)
+        secure = request.url.scheme == "https"
+        response.set_cookie(
+            TOKEN_COOKIE, self.token.decode(), httponly=True, samesite="strict", secure=secure
+        )
+        return response
 
 
 class GrpcBearerAuth(grpc.aio.ServerInterceptor):
@@ -158,7 +202,13 @@ class Observatory:
         apps = {
             "otlp_http": self._app(otlp_http_routes(self.pipeline, limits)),
             "zipkin": self._app(zipkin_routes(self.pipeline, limits)),
-            "query": self._app([Route("/api/status", self._status), *query_routes(self.store)]),
+            "query": self._app(
+                [
+                    Route("/api/status", self._status),
+                    *query_routes(self.store),
+                    *ui_routes(self.store, cfg.registry_url),
+                ]
+            ),
         }
         for name, app in apps.items():
             sock = sockets[name]

@@ -1,0 +1,740 @@
+"""Live fan-in of every process's mesh status stream, for the Mesh page (what Turbine is to Hystrix).
+
+While at least one subscriber watches, the feed polls the service registry for processes with a
+`metrics` port, keeps one Server-Sent-Events subscription per process to its `/mesh/stream` (one
+breaker event per dependency per second), polls its `/mesh/status` (instances and balancer state),
+and publishes one merged snapshot per second to every subscriber. Everything is bounded, and when
+the last subscriber leaves every task stops and the HTTP client closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+ROLLING_WINDOW_SECONDS = 10.0  # the rolling statistics window of the Hystrix-style events the mesh streams
+MAX_PROCESSES = 500
+MAX_DEPENDENCIES = 100
+MAX_INSTANCES = 200
+MAX_EVENT_BYTES = 256 * 1024
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_SUBSCRIBERS = 64
+MAX_TEXT = 200
+BREAKER_STATES = ("CLOSED", "OPEN", "HALF_OPEN", "FORCED_OPEN", "DISABLED")
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    """How often the feed looks, how long it waits, and how long it lingers once nobody watches."""
+
+    registry_interval: float = 2.0
+    status_interval: float = 2.0
+    publish_interval: float = 1.0
+    request_timeout: float = 2.0
+    stream_read_timeout: float = 5.0  # the mesh sends an event every second: this much silence is a fault
+    backoff_first: float = 0.5
+    backoff_max: float = 10.0
+    stale_after: float = 6.0
+    forget_breaker_after: float = 30.0
+    linger: float = 5.0
+
+
+@dataclass(frozen=True)
+class MeshSnapshot:
+    """One merged view of the mesh: as data, and as the JSON text sent to every subscriber."""
+
+    data: dict[str, Any]
+    text: str
+
+
+class FeedError(Exception):
+    """A process or the registry answered, but not usefully."""
+
+
+class TooManySubscribers(Exception):
+    """The feed already serves its maximum number of subscribers."""
+
+
+# ---- small parsers ----------------------------------------------------------------------------------
+
+
+def _text(value: Any, default: str = "") -> str:
+    """A short display string (bounded length) from whatever the peer sent."""
+    if value is None:
+        return default
+    return str(value)[:MAX_TEXT]
+
+
+def _number(value: Any) -> float:
+    """A finite number from a JSON value; anything else counts as 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value) if math.isfinite(value) else 0.0
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """The value when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    """The value when it is a JSON array, else an empty one."""
+    return value if isinstance(value, list) else []
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for a failed request, for the page."""
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return "no answer in time"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect ({exc})" if str(exc) else "cannot connect"
+    text = str(exc) or type(exc).__name__
+    return text[:MAX_TEXT]
+
+
+def _http_problem(status: int) -> FeedError:
+    """The error for a non-200 answer, with a hint when a token is missing."""
+    if status in (401, 403):
+        return FeedError(f"HTTP {status}: a bearer token is required (BOUTIQUE_STATUS_TOKEN)")
+    return FeedError(f"HTTP {status}")
+
+
+def _join(host: str, port: int) -> str:
+    """http://host:port, bracketing IPv6 addresses."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def sse_events(
+    chunks: AsyncIterator[bytes], limit: int = MAX_EVENT_BYTES
+) -> AsyncIterator[tuple[str, str]]:
+    """(event type, data) for each Server-Sent Event in a byte stream; FeedError past `limit` bytes."""
+    buffer = b""
+    kind, size = "message", 0
+    data: list[str] = []
+    async for chunk in chunks:
+        buffer += chunk
+        while (end := buffer.find(b"\n")) >= 0:
+            line, buffer = buffer[:end].rstrip(b"\r").decode("utf-8", "replace"), buffer[end + 1 :]
+            if not line:
+                if data:
+                    yield kind, "\n".join(data)
+                kind, data, size = "message", [], 0
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                kind = value or "message"
+            elif name == "data":
+                size += len(value)
+                if size > limit:
+                    raise FeedError(f"an event larger than {limit} bytes")
+                data.append(value)
+        if len(buffer) > limit:
+            raise FeedError(f"a line longer than {limit} bytes")
+
+
+async def fetch_json(client: httpx.AsyncClient, url: str, headers: Mapping[str, str], timeout: float) -> Any:
+    """GET a JSON document, bounded in time and size."""
+    async with asyncio.timeout(timeout), client.stream("GET", url, headers=headers) as response:
+        if response.status_code != 200:
+            raise _http_problem(response.status_code)
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise FeedError(f"answer larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise FeedError(f"not JSON: {exc}") from None
+
+
+# ---- what the registry says --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Process:
+    """One registered instance, as the registry lists it."""
+
+    service: str
+    id: str
+    address: str
+    ports: Mapping[str, int]
+    metadata: Mapping[str, str]
+    status: str
+
+    @property
+    def key(self) -> str:
+        """Unique name of the process on the page."""
+        return f"{self.service}/{self.id}"
+
+    @property
+    def status_url(self) -> str | None:
+        """Base URL of its status endpoints, when it registered a metrics port."""
+        port = self.ports.get("metrics")
+        return _join(self.address, port) if port else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The registry facts the page shows."""
+        return {
+            "key": self.key,
+            "service": self.service,
+            "id": self.id,
+            "address": self.address,
+            "ports": dict(self.ports),
+            "pid": self.metadata.get("pid"),
+            "version": self.metadata.get("version"),
+            "started_at": self.metadata.get("started_at"),
+            "status": self.status,
+        }
+
+
+def parse_services(body: Any) -> list[Process]:
+    """Every well-formed instance in a `GET /v1/services` answer (malformed entries are skipped)."""
+    services = body.get("services") if isinstance(body, dict) else None
+    if not isinstance(services, dict):
+        raise FeedError("the registry's answer has no 'services' object")
+    found: list[Process] = []
+    for name, instances in services.items():
+        for entry in _list(instances):
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                continue
+            ports, metadata = _dict(entry.get("ports")), _dict(entry.get("metadata"))
+            found.append(
+                Process(
+                    service=_text(entry.get("service") or name),
+                    id=_text(entry["id"]),
+                    address=_text(entry.get("address"), "127.0.0.1"),
+                    ports={
+                        _text(k): v
+                        for k, v in ports.items()
+                        if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536
+                    },
+                    metadata={_text(k): _text(v) for k, v in list(metadata.items())[:20]},
+                    status=_text(entry.get("status"), "unknown"),
+                )
+            )
+    found.sort(key=lambda p: (p.service, p.id))
+    return found[:MAX_PROCESSES]
+
+
+# ---- what a process says ------------------------------------------------------------------------------
+
+
+def breaker_view(event: Mapping[str, Any], window: float = ROLLING_WINDOW_SECONDS) -> dict[str, Any]:
+    """The fields of one Hystrix-style breaker event the page shows (latencies in ms, rate per second)."""
+    latency = _dict(event.get("latencyTotal"))
+    state = _text(event.get("state")).upper()
+    if state not in BREAKER_STATES:
+        if event.get("propertyValue_circuitBreakerForceOpen") is True:
+            state = "FORCED_OPEN"
+        elif event.get("propertyValue_circuitBreakerForceClosed") is True:
+            state = "DISABLED"
+        else:
+            state = "OPEN" if event.get("isCircuitBreakerOpen") is True else "CLOSED"
+    requests = _number(event.get("requestCount"))
+    return {
+        "name": _text(event.get("name")),
+        "state": state,
+        "open": event.get("isCircuitBreakerOpen") is True,
+        "error_percentage": _number(event.get("errorPercentage")),
+        "request_count": requests,
+        "request_rate": round(requests / window, 2),
+        "error_count": _number(event.get("errorCount")),
+        "success": _number(event.get("rollingCountSuccess")),
+        "failure": _number(event.get("rollingCountFailure")),
+        "timeout": _number(event.get("rollingCountTimeout")),
+        "short_circuited": _number(event.get("rollingCountShortCircuited")),
+        "fallback_success": _number(event.get("rollingCountFallbackSuccess")),
+        "fallback_failure": _number(event.get("rollingCountFallbackFailure")),
+        "in_flight": _number(event.get("currentConcurrentExecutionCount")),
+        "latency_mean": _number(event.get("latencyTotal_mean")),
+        "latency_p50": _number(latency.get("50")),
+        "latency_p99": _number(latency.get("99")),
+        "error_threshold": _number(event.get("propertyValue_circuitBreakerErrorThresholdPercentage")),
+        "sleep_window_ms": _number(event.get("propertyValue_circuitBreakerSleepWindowInMilliseconds")),
+    }
+
+
+def instance_view(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A balancer endpoint from /mesh/status: every scalar field it has, the usual ones normalised."""
+    view: dict[str, Any] = {}
+    for key, value in list(entry.items())[:20]:
+        if isinstance(value, bool) or value is None:
+            view[_text(key)] = value
+        elif isinstance(value, int | float):
+            view[_text(key)] = _number(value)
+        elif isinstance(value, str):
+            view[_text(key)] = _text(value)
+    view["id"] = _text(entry.get("id"))
+    view["endpoint"] = _text(entry.get("endpoint"))
+    view["outstanding"] = _number(entry.get("outstanding"))
+    view["ejected"] = entry.get("ejected") is True
+    return view
+
+
+def parse_status(body: Any) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The caller name and each dependency (balancer, instances, raw breaker event) from /mesh/status."""
+    if not isinstance(body, dict) or not isinstance(body.get("dependencies"), list):
+        raise FeedError("the status answer has no 'dependencies' list")
+    dependencies: dict[str, dict[str, Any]] = {}
+    for entry in body["dependencies"]:
+        if not isinstance(entry, dict) or len(dependencies) >= MAX_DEPENDENCIES:
+            continue
+        name = _text(entry.get("dependency") or entry.get("name"))
+        instances = _list(entry.get("instances"))
+        breaker = entry.get("breaker")
+        dependencies[name] = {
+            "balancer": _text(entry.get("balancer")) or None,
+            "instances": [instance_view(i) for i in instances[:MAX_INSTANCES] if isinstance(i, dict)],
+            "breaker": breaker if isinstance(breaker, dict) else None,
+        }
+    return _text(body.get("caller")), dependencies
+
+
+@dataclass
+class _Heard:
+    """A breaker event and when it arrived (wall clock seconds)."""
+
+    at: float
+    event: dict[str, Any]
+
+
+@dataclass
+class ProcessWatch:
+    """The live subscription to one process: its stream, its status poll, and what they last said."""
+
+    process: Process
+    client: httpx.AsyncClient
+    settings: FeedSettings
+    headers: Mapping[str, str]
+    caller: str = ""
+    breakers: dict[str, _Heard] = field(default_factory=dict)
+    status: dict[str, dict[str, Any]] | None = None
+    status_at: float | None = None
+    status_error: str | None = None
+    connected: bool = False
+    stream_error: str | None = None
+    reconnects: int = 0
+    last_event_at: float | None = None
+    polled: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Subscribe to the stream and start polling (nothing to do without a metrics port)."""
+        if self.process.status_url is None:
+            self.polled.set()
+            return
+        name = self.process.key
+        self.tasks = [
+            asyncio.create_task(self._stream(), name=f"mesh feed stream {name}"),
+            asyncio.create_task(self._poll(), name=f"mesh feed status {name}"),
+        ]
+
+    def cancel(self) -> list[asyncio.Task[None]]:
+        """Stop both loops; returns the tasks so the owner can wait for them."""
+        for task in self.tasks:
+            task.cancel()
+        return self.tasks
+
+    async def _stream(self) -> None:
+        """Follow /mesh/stream, reconnecting with exponential backoff (and jitter) when it breaks."""
+        settings = self.settings
+        url = f"{self.process.status_url}/mesh/stream"
+        timeout = httpx.Timeout(settings.request_timeout, read=settings.stream_read_timeout)
+        backoff = settings.backoff_first
+        while True:
+            try:
+                async with self.client.stream("GET", url, headers=self.headers, timeout=timeout) as response:
+                    if response.status_code != 200:
+                        raise _http_problem(response.status_code)
+                    async for kind, data in sse_events(response.aiter_bytes()):
+                        self._heard(kind, data)
+                        backoff = settings.backoff_first
+                raise FeedError("the stream ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stream_error = describe(exc)
+            finally:
+                self.connected = False
+            self.reconnects += 1
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, settings.backoff_max)
+
+    def _heard(self, kind: str, data: str) -> None:
+        """Take one stream event: a breaker's numbers, or a keep-alive ping."""
+        now = time.time()
+        self.connected, self.stream_error, self.last_event_at = True, None, now
+        if kind != "message":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        group = _text(event.get("group") or event.get("name"))
+        if group in self.breakers or len(self.breakers) < MAX_DEPENDENCIES:
+            self.breakers[group] = _Heard(now, event)
+        if event.get("caller"):
+            self.caller = _text(event["caller"])
+
+    async def _poll(self) -> None:
+        """Read /mesh/status every few seconds."""
+        url = f"{self.process.status_url}/mesh/status"
+        while True:
+            try:
+                body = await fetch_json(self.client, url, self.headers, self.settings.request_timeout)
+                caller, self.status = parse_status(body)
+                self.caller = caller or self.caller
+                self.status_at, self.status_error = time.time(), None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.status_error = describe(exc)
+            finally:
+                self.polled.set()
+            await asyncio.sleep(self.settings.status_interval)
+
+    def view(self, now: float) -> dict[str, Any]:
+        """This process for the snapshot: registry facts, stream health and every dependency."""
+        forget = now - self.settings.forget_breaker_after
+        for group in [g for g, heard in self.breakers.items() if heard.at < forget]:
+            del self.breakers[group]
+        dependencies: dict[str, dict[str, Any]] = {}
+        for name, entry in (self.status or {}).items():
+            breaker = entry["breaker"]
+            dependencies[name] = {
+                "name": name,
+                "balancer": entry["balancer"],
+                "instances": entry["instances"],
+                "breaker": breaker_view(breaker) if breaker else None,
+                "breaker_age": now - self.status_at if breaker and self.status_at else None,
+            }
+        for group, heard in self.breakers.items():
+            known = dependencies.get(group)
+            if known is None:
+                if len(dependencies) >= MAX_DEPENDENCIES:
+                    continue
+                known = dependencies[group] = {"name": group, "balancer": None, "instances": []}
+            age = known.get("breaker_age")
+            if age is None or now - heard.at <= age:
+                known["breaker"], known["breaker_age"] = breaker_view(heard.event), now - heard.at
+        freshest = max(self.last_event_at or 0.0, self.status_at or 0.0)
+        has_metrics = self.process.status_url is not None
+        return {
+            **self.process.to_json(),
+            "caller": self.caller or self.process.service,
+            "metrics": has_metrics,
+            "stream": {
+                "connected": self.connected,
+                "error": self.stream_error,
+                "reconnects": self.reconnects,
+                "last_event_age": round(now - self.last_event_at, 1) if self.last_event_at else None,
+            },
+            "status_error": self.status_error,
+            "stale": has_metrics and now - freshest > self.settings.stale_after,
+            "dependencies": [
+                {**dependencies[name], "breaker_age": _round(dependencies[name].get("breaker_age"))}
+                for name in sorted(dependencies)
+            ],
+        }
+
+
+def _round(value: float | None) -> float | None:
+    """Seconds to one decimal, None kept."""
+    return None if value is None else round(value, 1)
+
+
+# ---- one period of watching ----------------------------------------------------------------------------
+
+
+class _Run:
+    """One period of watching, from the first subscriber to the last: client, polls, streams, publisher."""
+
+    def __init__(self, feed: MeshFeed) -> None:
+        self.feed = feed
+        settings = feed.settings
+        self.client = httpx.AsyncClient(
+            trust_env=False,
+            timeout=settings.request_timeout,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=MAX_PROCESSES),
+        )
+        self.watches: dict[str, ProcessWatch] = {}
+        self.retired: set[asyncio.Task[None]] = set()
+        self.registry_ok: bool | None = None
+        self.registry_error: str | None = None
+        self.registry_ok_at: float | None = None
+        self.first_poll = asyncio.Event()
+        self.tasks = [
+            asyncio.create_task(self._registry_loop(), name="mesh feed registry"),
+            asyncio.create_task(self._publish_loop(), name="mesh feed publisher"),
+        ]
+
+    def cancel(self) -> None:
+        """Stop every loop of this run (synchronously: safe from a cancelled request)."""
+        for task in self.tasks:
+            task.cancel()
+        for watch in self.watches.values():
+            self.retired.update(watch.cancel())
+
+    async def aclose(self) -> None:
+        """Wait for every cancelled loop, then close the HTTP client."""
+        await asyncio.gather(*self.tasks, *self.retired, return_exceptions=True)
+        await self.client.aclose()
+
+    async def _registry_loop(self) -> None:
+        """Ask the registry for the processes every few seconds."""
+        while True:
+            await self._poll_registry()
+            self.first_poll.set()
+            await asyncio.sleep(self.feed.settings.registry_interval)
+
+    async def _poll_registry(self) -> None:
+        """One look at the registry, then start and stop watches to match it."""
+        feed = self.feed
+        try:
+            body = await fetch_json(
+                self.client,
+                f"{feed.registry_url}/v1/services",
+                feed.registry_headers,
+                feed.settings.request_timeout,
+            )
+            processes = parse_services(body)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.registry_ok, self.registry_error = False, describe(exc)
+            return
+        self.registry_ok, self.registry_error, self.registry_ok_at = True, None, time.time()
+        self._reconcile(processes)
+
+    def _reconcile(self, processes: list[Process]) -> None:
+        """Watch new processes, drop departed ones, restart a watch whose address changed."""
+        current = {p.key: p for p in processes}
+        for key in [k for k in self.watches if k not in current]:
+            self._retire(self.watches.pop(key))
+        for key, process in current.items():
+            watch = self.watches.get(key)
+            if watch is not None and watch.process.status_url == process.status_url:
+                watch.process = process
+                continue
+            if watch is not None:
+                self._retire(watch)
+            watch = ProcessWatch(process, self.client, self.feed.settings, self.feed.status_headers)
+            self.watches[key] = watch
+            watch.start()
+
+    def _retire(self, watch: ProcessWatch) -> None:
+        """Cancel a watch; its tasks are awaited when the run closes, or forgotten once done."""
+        for task in watch.cancel():
+            self.retired.add(task)
+            task.add_done_callback(self.retired.discard)
+
+    async def _publish_loop(self) -> None:
+        """Publish a snapshot every interval, the first once the registry and processes had a chance."""
+        settings = self.feed.settings
+        patience = settings.request_timeout + 1.0
+        try:
+            await asyncio.wait_for(self.first_poll.wait(), patience)
+            pending = [w.polled.wait() for w in self.watches.values()]
+            if pending:
+                await asyncio.wait_for(asyncio.gather(*pending), patience)
+        except TimeoutError:
+            pass
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            self.feed.publish(self.snapshot())
+            next_at += settings.publish_interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = max(next_at, loop.time() - settings.publish_interval)
+
+    def snapshot(self) -> MeshSnapshot:
+        """The merged view of every process right now."""
+        now = time.time()
+        processes = [watch.view(now) for _, watch in sorted(self.watches.items())]
+        data = {
+            "generated_at": round(now, 3),
+            "registry": {
+                "configured": True,
+                "url": self.feed.registry_url,
+                "ok": self.registry_ok,
+                "error": self.registry_error,
+                "last_ok_age": _round(now - self.registry_ok_at if self.registry_ok_at else None),
+            },
+            "services": sorted({p["service"] for p in processes}),
+            "processes": processes,
+        }
+        return MeshSnapshot(data, json.dumps(data, separators=(",", ":")))
+
+
+# ---- the feed and its subscribers ------------------------------------------------------------------------
+
+
+class Subscription:
+    """One subscriber's queue of snapshots; only the newest waits (a slow reader skips old ones)."""
+
+    def __init__(self, feed: MeshFeed) -> None:
+        self.feed = feed
+        self.closed = False
+        self._queue: asyncio.Queue[MeshSnapshot] = asyncio.Queue(maxsize=1)
+
+    def offer(self, snapshot: MeshSnapshot) -> None:
+        """Hand over a snapshot, replacing one not read yet."""
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(snapshot)
+
+    async def next(self) -> MeshSnapshot:
+        """Wait for the next snapshot."""
+        return await self._queue.get()
+
+    def close(self) -> None:
+        """Leave the feed (synchronous, so it is safe while the request is being cancelled)."""
+        if not self.closed:
+            self.closed = True
+            self.feed.unsubscribe(self)
+
+    def __enter__(self) -> Subscription:
+        """Use as `with feed.subscribe() as updates:`."""
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Leave the feed."""
+        self.close()
+
+    def __aiter__(self) -> Subscription:
+        """Iterate over snapshots as they come."""
+        return self
+
+    async def __anext__(self) -> MeshSnapshot:
+        """The next snapshot."""
+        return await self.next()
+
+
+class MeshFeed:
+    """The shared fan-in for one registry: runs while anyone subscribes, lingers briefly, then stops."""
+
+    def __init__(
+        self,
+        registry_url: str,
+        settings: FeedSettings | None = None,
+        registry_token: str | None = None,
+        status_token: str | None = None,
+    ) -> None:
+        registry_url = registry_url.strip().rstrip("/")
+        self.registry_url = registry_url if "://" in registry_url else f"http://{registry_url}"
+        self.settings = settings or FeedSettings()
+        registry_token = registry_token or os.environ.get("BOUTIQUE_REGISTRY_TOKEN") or None
+        status_token = status_token or os.environ.get("BOUTIQUE_STATUS_TOKEN") or None
+        self.registry_headers = {"authorization": f"Bearer {registry_token}"} if registry_token else {}
+        self.status_headers = {"authorization": f"Bearer {status_token}"} if status_token else {}
+        self.subscribers: set[Subscription] = set()
+        self._run: _Run | None = None
+        self._latest: MeshSnapshot | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the feed is watching the mesh now."""
+        return self._run is not None
+
+    @property
+    def full(self) -> bool:
+        """Whether another subscriber would be refused."""
+        return len(self.subscribers) >= MAX_SUBSCRIBERS
+
+    def subscribe(self) -> Subscription:
+        """Start receiving snapshots (the newest one at once, if the feed is already running)."""
+        if self.full:
+            raise TooManySubscribers(f"at most {MAX_SUBSCRIBERS} watchers at a time")
+        subscription = Subscription(self)
+        self.subscribers.add(subscription)
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self._run is None:
+            self._latest = None
+            self._run = _Run(self)
+        elif self._latest is not None:
+            subscription.offer(self._latest)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop sending to a subscriber; the last one out stops the feed (after the linger)."""
+        self.subscribers.discard(subscription)
+        if self.subscribers or self._run is None:
+            return
+        if self.settings.linger > 0:
+            if self._linger is None:
+                self._linger = asyncio.get_running_loop().call_later(self.settings.linger, self._stop_if_idle)
+        else:
+            self._stop_if_idle()
+
+    def _stop_if_idle(self) -> None:
+        """Stop watching when nobody subscribes; the cleanup finishes in the background."""
+        self._linger = None
+        if self.subscribers or self._run is None:
+            return
+        run, self._run = self._run, None
+        run.cancel()
+        self._latest = None
+        closing = asyncio.get_running_loop().create_task(run.aclose(), name="mesh feed close")
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    async def stopped(self) -> None:
+        """Wait until earlier runs have finished closing (for tests and shutdown)."""
+        while self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Stop now whoever still watches (server shutdown)."""
+        for subscription in list(self.subscribers):
+            subscription.close()
+        if self._linger is not None:
+            self._linger.cancel()
+        self._stop_if_idle()
+        await self.stopped()
+
+    def publish(self, snapshot: MeshSnapshot) -> None:
+        """Give a snapshot to every subscriber and keep it for newcomers."""
+        self._latest = snapshot
+        for subscription in list(self.subscribers):
+            subscription.offer(snapshot)
+
+
+def unconfigured_snapshot() -> dict[str, Any]:
+    """What /api/mesh answers when the observatory was started without a registry URL."""
+    return {
+        "generated_at": round(time.time(), 3),
+        "registry": {
+            "configured": False,
+            "url": None,
+            "ok": None,
+            "error": "no registry configured: start with --registry-url or BOUTIQUE_REGISTRY_URL",
+            "last_ok_age": None,
+        },
+        "services": [],
+        "processes": [],
+    }
