@@ -23,10 +23,10 @@ from boutique.mesh.instance import Instance
 from boutique.mesh.registry.server import RegistryServer
 from boutique.mesh.resilience.breaker import BreakerConfig, BreakerOpenError, CircuitBreaker
 from boutique.observatory.ui import mesh
-from boutique.observatory.ui.mesh_feed import (
+from boutique.observatory.ui.mesh_feed import MeshFeed
+from boutique.observatory.ui.mesh_wire import (
     FeedError,
     FeedSettings,
-    MeshFeed,
     breaker_view,
     parse_services,
     sse_events,

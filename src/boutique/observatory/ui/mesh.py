@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from boutique.observatory.ui.mesh_feed import MeshFeed, TooManySubscribers, unconfigured_snapshot
+from boutique.observatory.ui.mesh_feed import MeshFeed, unconfigured_snapshot
+from boutique.observatory.ui.mesh_wire import TooManySubscribers
 from boutique.observatory.ui.pages import render
 
 FIRST_SNAPSHOT_TIMEOUT = 10.0
