@@ -91,7 +91,7 @@ class BackgroundServer:
         return self.port
 
     async def stop(self) -> None:
-        """Stop serving; long-lived streams are cut."""
+        """Stop serving (a streaming response runs on until its app ends it: see StatusServer.stop)."""
         if self._server is None or self._task is None:
             return
         self._server.should_exit = True

@@ -195,6 +195,26 @@ async def test_clients_leaving_the_stream_leave_the_server_serving(tripped: Trip
     assert event["isCircuitBreakerOpen"] is True
 
 
+async def test_stopping_the_server_ends_an_open_stream(tripped: Tripped) -> None:
+    server = StatusServer(tripped.mesh, "127.0.0.1", 0)
+    port = await server.start()
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream("GET", f"http://127.0.0.1:{port}/mesh/stream") as response,
+    ):
+        stopping: asyncio.Task[None] | None = None
+
+        async def watch() -> None:
+            nonlocal stopping
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and stopping is None:  # streaming: now stop the server
+                    stopping = asyncio.create_task(server.stop())
+
+        await asyncio.wait_for(watch(), 10)  # the watcher sees the stream end, not events forever
+        assert stopping is not None
+        await asyncio.wait_for(stopping, 5)
+
+
 async def test_token_guards_every_status_route(tripped: Tripped) -> None:
     server = StatusServer(tripped.mesh, "127.0.0.1", 0, token="s3cret-token")
     port = await server.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -44,8 +45,18 @@ def breaker_events(mesh: Mesh, host: str) -> list[dict[str, Any]]:
     return events
 
 
-def build_app(mesh: Mesh, token: str | None, health: Callable[[], bool] = lambda: True) -> Starlette:
-    """The status app; every route but /healthz (for probes) needs the bearer token when one is configured."""
+def build_app(
+    mesh: Mesh,
+    token: str | None,
+    health: Callable[[], bool] = lambda: True,
+    closing: asyncio.Event | None = None,
+) -> Starlette:
+    """The status app; every route but /healthz (for probes) needs the bearer token when one is configured.
+
+    Setting `closing` ends every open /mesh/stream at once, so stopping the server never waits on a
+    watcher (uvicorn lets a streaming response run on after its server stops).
+    """
+    closing = closing or asyncio.Event()
     host = socket.gethostname()
 
     def authorised(request: Request) -> bool:
@@ -74,11 +85,12 @@ def build_app(mesh: Mesh, token: str | None, health: Callable[[], bool] = lambda
     async def stream(request: Request) -> Response:
         async def events() -> AsyncIterator[str]:
             yield "retry: 2000\n\n"
-            while not await request.is_disconnected():
+            while not closing.is_set() and not await request.is_disconnected():
                 for event in breaker_events(mesh, host):
                     yield f"data: {json.dumps(event)}\n\n"
                 yield f"event: ping\ndata: {json.dumps({'dependencies': len(mesh.dependencies)})}\n\n"
-                await asyncio.sleep(STREAM_INTERVAL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(closing.wait(), STREAM_INTERVAL)
 
         return StreamingResponse(
             events(),
@@ -111,4 +123,10 @@ class StatusServer(BackgroundServer):
             raise ValueError(
                 f"status endpoints on {host} need a token (BOUTIQUE_STATUS_TOKEN); loopback needs none"
             )
-        super().__init__(build_app(mesh, token, health), host, port, "metrics")
+        self.closing = asyncio.Event()
+        super().__init__(build_app(mesh, token, health, self.closing), host, port, "metrics")
+
+    async def stop(self) -> None:
+        """End the open streams, then stop serving."""
+        self.closing.set()
+        await super().stop()
