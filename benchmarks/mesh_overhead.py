@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -82,18 +82,24 @@ class Samples:
         self.calls += calls
 
 
+SERVE_CATALOG = [sys.executable, "-m", "boutique.cli", "serve", "productcatalog", "--log-level", "WARNING"]
+
+
 @contextlib.contextmanager
-def catalog_process() -> Iterator[tuple[str, subprocess.Popen[bytes], IO[bytes]]]:
-    """Run `boutique serve productcatalog` on a free loopback port; yield address, process, log; stop it."""
+def catalog_process(
+    base_env: Mapping[str, str] | None = None, command_for: Callable[[int], list[str]] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes], IO[bytes]]]:
+    """Run a catalog (`boutique serve productcatalog` unless `command_for(port)` says otherwise) on a free
+    loopback port, no metrics port, static discovery; yield address, process, log; stop it."""
     port = free_port()
     env = {
-        **os.environ,
+        **(os.environ if base_env is None else base_env),
         "PORT": str(port),
         "BIND_HOST": "127.0.0.1",
         "BOUTIQUE_METRICS": "off",
         "BOUTIQUE_DISCOVERY": "static",
     }
-    command = [sys.executable, "-m", "boutique.cli", "serve", "productcatalog", "--log-level", "WARNING"]
+    command = command_for(port) if command_for else SERVE_CATALOG
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

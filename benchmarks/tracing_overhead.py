@@ -43,6 +43,7 @@ import grpc
 import httpx
 import psutil
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from mesh_overhead import catalog_process
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -509,32 +510,18 @@ async def contrib_catalog_main(port: int) -> None:
 @contextlib.contextmanager
 def catalog(mode: str) -> Iterator[tuple[str, IO[bytes]]]:
     """The catalog process `mode` calls, on a free loopback port; yields its address and log; stops it."""
-    port = free_port()
-    env = clean_env(
-        PORT=str(port), BIND_HOST="127.0.0.1", BOUTIQUE_METRICS="off", BOUTIQUE_DISCOVERY="static"
-    )
-    if mode == "contrib":
-        command = [sys.executable, __file__, "--contrib-catalog", str(port)]
+
+    def contrib_catalog(port: int) -> list[str]:
+        return [sys.executable, __file__, "--contrib-catalog", str(port)]
+
+    if mode == "contrib":  # its own server with the contrib interceptor and a tracer provider of its own
+        env, command_for = clean_env(), contrib_catalog
+    elif mode == "mesh traced":
+        env, command_for = clean_env(OTEL_TRACES_EXPORTER="none"), None  # spans made, none exported
     else:
-        command = [sys.executable, "-m", "boutique.cli", "serve", "productcatalog", "--log-level", "WARNING"]
-        if mode == "mesh traced":
-            env["OTEL_TRACES_EXPORTER"] = "none"  # the SDK on: spans made, none exported
-        else:
-            env["OTEL_SDK_DISABLED"] = "true"
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield f"127.0.0.1:{port}", log
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        env, command_for = clean_env(OTEL_SDK_DISABLED="true"), None
+    with catalog_process(env, command_for) as (address, _, log):
+        yield address, log
 
 
 class Client:

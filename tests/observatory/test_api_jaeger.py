@@ -26,6 +26,7 @@ from boutique.observatory.api import query_routes
 from boutique.observatory.otlp.values import to_key_values
 from boutique.observatory.receivers.otlp_proto import decode
 from boutique.observatory.store.duckdb_store import DuckDBStore
+from boutique.observatory.ui import ui_routes
 
 # ---- the data set ------------------------------------------------------------------------------
 
@@ -210,8 +211,8 @@ def build_store(tmp_path: Path) -> DuckDBStore:
 
 @asynccontextmanager
 async def client(store: DuckDBStore) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to the query routes of the store."""
-    app = Starlette(routes=query_routes(store))
+    """An HTTP client talking to what the query port serves over the store: the query API and the UI."""
+    app = Starlette(routes=[*query_routes(store), *ui_routes(store)])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         yield http
 

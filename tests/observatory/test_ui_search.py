@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -11,16 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
-from boutique.observatory.api import query_routes
 from boutique.observatory.api.params import ParamError
 from boutique.observatory.store.base import TagCondition
 from boutique.observatory.store.duckdb_store import DuckDBStore
-from boutique.observatory.ui import ui_routes
 from boutique.observatory.ui.pages import service_colour
 from boutique.observatory.ui.search import ago, condition_text, split_conditions, time_ticks, utc_field
-from tests.observatory.test_api_jaeger import MS, T0, TRACE_A, TRACE_B, TRACE_C, build_store
+from tests.observatory.test_api_jaeger import MS, T0, TRACE_A, TRACE_B, TRACE_C, client
 
 TRACE_D = "1234567890abcdef"  # as the API and the page print the 64-bit trace D
 WIDE = {"lookback": "24h"}  # trace D is two hours old; the page's default lookback is one hour
@@ -113,18 +109,6 @@ def read(response: httpx.Response) -> Page:
 def links(*trace_ids: str) -> list[str]:
     """The trace page links of these traces."""
     return [f"/trace/{trace_id}" for trace_id in trace_ids]
-
-
-@pytest.fixture
-async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the UI and query API over a store holding the shared data set (traces A to D)."""
-    store = build_store(tmp_path)
-    app = Starlette(routes=[*query_routes(store), *ui_routes(store)])
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            yield client
-    finally:
-        store.close()
 
 
 async def search(http: httpx.AsyncClient, params: Any = None) -> Page:
@@ -317,10 +301,9 @@ async def test_empty_result_is_friendly(http: httpx.AsyncClient) -> None:
 async def test_empty_store(tmp_path: Path) -> None:
     """The page works before any span arrives."""
     store = DuckDBStore(tmp_path / "empty.duckdb")
-    app = Starlette(routes=ui_routes(store))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            page = await search(client)
+        async with client(store) as http:
+            page = await search(http)
     finally:
         store.close()
     assert page.status == 200

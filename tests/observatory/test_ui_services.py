@@ -6,16 +6,13 @@ import itertools
 import random
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from boutique.observatory.store.base import Dependency
 from boutique.observatory.store.duckdb_store import DuckDBStore
-from boutique.observatory.ui import ui_routes
 from boutique.observatory.ui.charts import nice_step, time_ticks, value_ticks
 from boutique.observatory.ui.graph_layout import (
     GraphLayout,
@@ -38,7 +35,7 @@ from boutique.observatory.ui.services import (
     percent_text,
     red_charts,
 )
-from tests.observatory.test_api_jaeger import T0, TRACE_A, TRACE_C, build_store
+from tests.observatory.test_api_jaeger import T0, TRACE_A, TRACE_C, client
 
 UI_JS = Path(__file__).resolve().parents[2] / "src/boutique/observatory/ui/static/ui.js"
 SHOP_EDGES = [
@@ -268,23 +265,6 @@ def test_dependency_graph_drawing() -> None:
 # ---- the pages ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """A client on the UI routes over the shared data set (traces A to C ten minutes ago, D two hours ago)."""
-    store = build_store(tmp_path)
-    try:
-        async with page_client(store) as client:
-            yield client
-    finally:
-        store.close()
-
-
-def page_client(store: DuckDBStore) -> httpx.AsyncClient:
-    """An HTTP client on the UI routes of a store."""
-    transport = httpx.ASGITransport(app=Starlette(routes=ui_routes(store)))
-    return httpx.AsyncClient(transport=transport, base_url="http://ui")
-
-
 def edges_drawn(page: str) -> dict[tuple[str, str], tuple[int, int]]:
     """(parent, child) → (calls, errors) of the edges in the SVG."""
     found = re.findall(
@@ -352,7 +332,7 @@ async def test_dependencies_bad_lookback_and_no_data(http: httpx.AsyncClient, tm
         assert not drawn
     store = DuckDBStore(tmp_path / "empty.duckdb")
     try:
-        async with page_client(store) as empty:
+        async with client(store) as empty:
             page = (await empty.get("/dependencies")).text
     finally:
         store.close()

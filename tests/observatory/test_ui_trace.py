@@ -12,16 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from boutique.observatory.model import Span
 from boutique.observatory.receivers.otlp_proto import decode
 from boutique.observatory.store.duckdb_store import DuckDBStore
-from boutique.observatory.ui import ui_routes
 from boutique.observatory.ui.critical_path import Segment, critical_path
 from boutique.observatory.ui.trace import FIELDS, embed, page_data, tree_order
 from tests.observatory.synthetic import SYNTHETIC_SERVICES, synthetic_trace
-from tests.observatory.test_api_jaeger import TRACE_A, TRACE_B, build_store
+from tests.observatory.test_api_jaeger import TRACE_A, TRACE_B, build_store, client
 
 # ---- the critical path ---------------------------------------------------------------------------
 
@@ -185,9 +183,8 @@ def test_embedded_json_cannot_close_its_script_block() -> None:
 async def ui(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, DuckDBStore]]:
     """An HTTP client on the UI routes of a store holding the shared data set."""
     store = build_store(tmp_path)
-    app = Starlette(routes=ui_routes(store))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        async with client(store) as http:
             yield http, store
     finally:
         store.close()
@@ -261,8 +258,7 @@ async def test_ten_thousand_spans(tmp_path: Path) -> None:
     store = DuckDBStore(tmp_path / "big.duckdb")
     try:
         store.append(decode(synthetic_trace(trace_id, 10_000, 1_700_000_000_000_000).SerializeToString()))
-        app = Starlette(routes=ui_routes(store))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        async with client(store) as http:
             response = await http.get(f"/trace/{trace_id}")
     finally:
         store.close()

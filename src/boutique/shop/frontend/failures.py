@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -19,7 +18,6 @@ from boutique.shop.frontend.settings import FrontendSettings
 
 log = logging.getLogger(__name__)
 
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 _SERVICES = ("productcatalog", "currency", "cart", "recommendation", "shipping", "checkout", "ad")
 
 _HTTP_TITLES = {
@@ -56,7 +54,7 @@ class PageError(Exception):
 
 
 def trace_id_of(request: Request) -> str:
-    """The trace id of the request's span, else of an incoming W3C `traceparent`, else a fresh 32-hex id.
+    """The trace id of the request's span, else of the caller's trace headers, else a fresh 32-hex id.
 
     Stable per request: the page, the log line and the trace all quote the same id.
     """
@@ -64,17 +62,9 @@ def trace_id_of(request: Request) -> str:
     if isinstance(cached, str):
         return cached
     context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        request.state.trace_id = format(context.trace_id, "032x")
-        return str(request.state.trace_id)
-    match = _TRACEPARENT.match(request.headers.get("traceparent", "").strip())
-    valid = (
-        match is not None
-        and match.group(1) != "ff"
-        and match.group(2) != "0" * 32
-        and match.group(3) != "0" * 16
-    )
-    trace_id = match.group(2) if valid and match is not None else secrets.token_hex(16)
+    if not context.is_valid:  # not traced here: the caller's context, in whichever format it came
+        context = trace.get_current_span(propagate.extract(request.headers)).get_span_context()
+    trace_id = format(context.trace_id, "032x") if context.is_valid else secrets.token_hex(16)
     request.state.trace_id = trace_id
     return trace_id
 
