@@ -52,6 +52,7 @@ bench: $(DEVSTAMP)
 	$(BIN)/python benchmarks/tracing_overhead.py
 	$(BIN)/python benchmarks/ui_large_trace.py
 	$(BIN)/python benchmarks/failover.py
+	$(BIN)/python benchmarks/overload.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/query.py
 

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import os
-import socket
 from collections.abc import Generator
 from typing import Any
 
 import uvicorn
+
+from boutique.sockets import bind, is_loopback, port_in_use
+
+__all__ = [
+    "BackgroundServer",
+    "EmbeddedServer",
+    "bind",
+    "is_loopback",
+    "make_server",
+    "port_in_use",
+    "wait_started",
+]
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -21,29 +30,6 @@ class EmbeddedServer(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         """Leave SIGTERM/SIGINT to the event-loop handlers of the process."""
         yield
-
-
-def is_loopback(host: str) -> bool:
-    """True for 'localhost' and loopback IP addresses: binding there keeps a port on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def bind(host: str, port: int, what: str = "") -> socket.socket:
-    """A listening TCP socket; a one-line OSError naming host:port when it is taken."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=2048)
-    except OSError as exc:
-        reason = f" ({os.strerror(exc.errno)})" if exc.errno else ""
-        label = f" [{what}]" if what else ""
-        raise OSError(
-            f"cannot listen on {host}:{port}: port busy or address unavailable{reason}{label}"
-        ) from None
 
 
 def _plain_records(record: logging.LogRecord) -> bool:

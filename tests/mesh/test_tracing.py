@@ -11,12 +11,8 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from boutique.mesh.propagation import AcceptingPropagator, configured_names
-from boutique.mesh.tracing import DeferredExporter
 
 SCENARIOS = Path(__file__).with_name("tracing_scenarios.py")
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -219,23 +215,3 @@ def test_the_sampler_comes_from_the_standard_variables() -> None:
         code, OTEL_TRACES_EXPORTER="none", OTEL_TRACES_SAMPLER="", OTEL_TRACES_SAMPLER_ARG=""
     )
     assert "ParentBased{root:AlwaysOnSampler" in default.stdout
-
-
-def test_the_exporter_is_built_when_the_first_spans_are_due() -> None:
-    built: list[InMemorySpanExporter] = []
-
-    def build() -> InMemorySpanExporter:
-        built.append(InMemorySpanExporter())
-        return built[-1]
-
-    deferred = DeferredExporter(build)
-    assert built == [] and deferred.force_flush()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(deferred))
-    provider.get_tracer("t").start_span("first").end()
-    provider.get_tracer("t").start_span("second").end()
-    assert len(built) == 1
-    assert [s.name for s in built[0].get_finished_spans()] == ["first", "second"]
-    provider.shutdown()
-    DeferredExporter(build).shutdown()  # never built: nothing to shut down
-    assert len(built) == 1

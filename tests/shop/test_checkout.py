@@ -114,9 +114,13 @@ class Shop:
         return {item.product_id: item.quantity for item in await self.cart.get_cart(user_id)}
 
 
-@pytest.fixture
-async def shop() -> AsyncIterator[Shop]:
-    shipping, payment, email = RecordingShipping(), RecordingPayment(), EmailService()
+async def serve_dependencies(
+    running: dict[str, AsyncExitStack],
+    shipping: ShippingService,
+    payment: PaymentService,
+    email: EmailService,
+) -> CheckoutClients:
+    """Serve checkout's six dependencies (each stoppable through `running`); clients of them all."""
     servers = {
         "productcatalog": catalog_server.bindings(),
         "cart": cart_server.bindings(MemoryCartStore()),
@@ -125,6 +129,23 @@ async def shop() -> AsyncIterator[Shop]:
         "payment": [binding("PaymentService", PaymentServicer(payment))],
         "email": email_server.bindings(email),
     }
+    endpoints = {}
+    for name, service_bindings in servers.items():
+        running[name] = AsyncExitStack()
+        endpoints[name] = await running[name].enter_async_context(serving(name, service_bindings))
+    return CheckoutClients(
+        CatalogClient(endpoints["productcatalog"]),
+        CartClient(endpoints["cart"]),
+        CurrencyClient(endpoints["currency"]),
+        ShippingClient(endpoints["shipping"]),
+        PaymentClient(endpoints["payment"]),
+        EmailClient(endpoints["email"]),
+    )
+
+
+@pytest.fixture
+async def shop() -> AsyncIterator[Shop]:
+    shipping, payment, email = RecordingShipping(), RecordingPayment(), EmailService()
     running: dict[str, AsyncExitStack] = {}
 
     async def stop_all() -> None:
@@ -133,18 +154,7 @@ async def shop() -> AsyncIterator[Shop]:
 
     async with AsyncExitStack() as stack:
         stack.push_async_callback(stop_all)
-        endpoints = {}
-        for name, service_bindings in servers.items():
-            running[name] = AsyncExitStack()
-            endpoints[name] = await running[name].enter_async_context(serving(name, service_bindings))
-        clients = CheckoutClients(
-            CatalogClient(endpoints["productcatalog"]),
-            CartClient(endpoints["cart"]),
-            CurrencyClient(endpoints["currency"]),
-            ShippingClient(endpoints["shipping"]),
-            PaymentClient(endpoints["payment"]),
-            EmailClient(endpoints["email"]),
-        )
+        clients = await serve_dependencies(running, shipping, payment, email)
         stack.push_async_callback(clients.close)
         checkout_endpoints = await stack.enter_async_context(serving("checkout", bindings(clients.service())))
         checkout = CheckoutClient(checkout_endpoints)

@@ -308,6 +308,45 @@ async def test_checkout_field_out_of_range_is_422_naming_it(shop: Shop, name: st
     await home_still_works(shop)
 
 
+def problem_messages(html: str) -> dict[str, str]:
+    """The error page's problems as field -> message."""
+    return dict(re.findall(r"<li><strong>([^<]+)</strong>: ([^<]*)</li>", html))
+
+
+async def test_card_expiring_70_years_ahead_is_charged(shop: Shop) -> None:
+    """Online Boutique's load generator sends expiry years up to 70 years ahead; they must be charged."""
+    await add_to_cart(shop, WATCH, 1)
+    fields = await checkout_form(shop)
+    fields["credit_card_expiration_year"] = str(datetime.date.today().year + 70)
+    response = await shop.http.post("/cart/checkout", data=fields)
+    assert response.status_code == 200, response.text
+    order_id = re.search(r'class="order-id">([^<]+)<', response.text)
+    assert order_id and UUID.fullmatch(order_id.group(1))
+    assert cart_count((await shop.http.get("/cart")).text) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("999", "the expiry year must have four digits, like {next}"),
+        ("12345", "the expiry year must have four digits, like {next}"),
+        ("99", "the expiry year must have four digits, like {next}"),
+        ("", "the expiry year must have four digits, like {next}"),
+        ("{last}", "the card has expired: the expiry year must be {this} or later"),
+    ],
+)
+async def test_expiry_year_page_says_what_to_fix(shop: Shop, value: str, message: str) -> None:
+    year = datetime.date.today().year
+    names = {"last": year - 1, "this": year, "next": year + 1}
+    await add_to_cart(shop, WATCH, 1)
+    fields = await checkout_form(shop)
+    fields["credit_card_expiration_year"] = value.format(**names)
+    response = await shop.http.post("/cart/checkout", data=fields)
+    assert response.status_code == 422
+    assert problem_messages(response.text) == {"credit_card_expiration_year": message.format(**names)}
+    assert cart_count((await shop.http.get("/cart")).text) == 1
+
+
 async def test_checkout_lists_every_problem_at_once(shop: Shop) -> None:
     fields = {"email": "nope", "zip_code": "x", "credit_card_cvv": "1"}
     response = await shop.http.post("/cart/checkout", data=fields)

@@ -140,9 +140,22 @@ async def test_malformed_numbers_are_rejected(payment: PaymentClient, number: st
 async def test_expiry_is_judged_by_month(payment: PaymentClient) -> None:
     assert await payment.charge(AMOUNT, card(VISA, year=2025, month=6))  # this month still counts
     assert await payment.charge(AMOUNT, card(VISA, year=2026, month=1))
-    for year, month in ((2025, 5), (2024, 12), (0, 1)):
+    for year, month in ((2025, 5), (2024, 12), (1999, 1)):
         with pytest.raises(InvalidArgument, match="expired"):
             await payment.charge(AMOUNT, card(VISA, year=year, month=month))
+
+
+@pytest.mark.parametrize("year", [TODAY.year + 50, TODAY.year + 70, 9999])
+async def test_any_future_four_digit_year_is_charged(payment: PaymentClient, year: int) -> None:
+    """No upper bound: Online Boutique's load generator sends expiry years up to 70 years ahead."""
+    assert UUID4.fullmatch(await payment.charge(AMOUNT, card(VISA, year=year, month=1)))
+
+
+@pytest.mark.parametrize("year", [0, 25, 999, 10000, 20951, -2030])
+async def test_expiration_year_must_have_four_digits(payment: PaymentClient, year: int) -> None:
+    message = f"expiration year {year} must have four digits, like {TODAY.year + 1}"
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        await payment.charge(AMOUNT, card(VISA, year=year, month=1))
 
 
 @pytest.mark.parametrize("month", [0, 13, -1])

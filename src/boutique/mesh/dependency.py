@@ -42,6 +42,10 @@ tracer = trace.get_tracer("boutique.mesh")
 Conn = TypeVar("Conn")
 T = TypeVar("T")
 
+# While a breaker is open, how often its dependency's instances are health-checked (and how long a
+# check may take): a dependency that returns is used again within about this long.
+RECOVERY_PROBE_EVERY = 0.25
+
 STATE_VALUES = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2, "FORCED_OPEN": 3, "DISABLED": 4}
 
 
@@ -63,6 +67,13 @@ class Outcome(enum.Enum):
     TRANSIENT = "transient"  # the instance did not answer usefully: eject-worthy, retryable if safe
     FAILURE = "failure"  # the instance answered with a server fault: counts against it, not retried
     CALLER_ERROR = "caller_error"  # the request was at fault: a healthy answer as far as the mesh cares
+    # The callee answered that one of its own dependencies failed: the callee is healthy (its breaker
+    # and outlier detection do not count it), a retry elsewhere would meet the same dependency, and a
+    # fallback may answer instead.
+    UPSTREAM = "upstream"
+    # The instance refused the call over its load (RESOURCE_EXHAUSTED): retryable elsewhere if safe, but
+    # no failure of the instance (no ejection) nor of the dependency (breaker), which would cut capacity.
+    OVERLOADED = "overloaded"
 
 
 class Connector(Protocol[Conn]):
@@ -127,6 +138,7 @@ class Dependency(Generic[Conn]):
         self._ready = False
         self._watch_task: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
+        self._probe_task: asyncio.Task[None] | None = None
         self.on_closed: Callable[[], None] | None = None
         # Updaters of Prometheus children by label values: `metric.labels(...)` costs more than the update.
         self._call_counters: dict[tuple[str, str], Callable[[], None]] = {}
@@ -198,11 +210,39 @@ class Dependency(Generic[Conn]):
 
     def _on_transition(self, breaker: str, old: Any, new: Any) -> None:
         old_name, new_name = getattr(old, "name", str(old)), getattr(new, "name", str(new))
+        if new_name == "OPEN":
+            self._start_recovery_probe()
         metrics.BREAKER_STATE.labels(breaker).set(STATE_VALUES.get(new_name, -1))
         metrics.BREAKER_TRANSITIONS.labels(breaker, old_name, new_name).inc()
         trace.get_current_span().add_event(
             "breaker_transition", {"mesh.breaker": breaker, "from": old_name, "to": new_name}
         )
+
+    def _start_recovery_probe(self) -> None:
+        """While the breaker is open, health-check the instances so a recovered dependency is used at once."""
+        probe = getattr(self.connector, "probe", None)
+        if probe is None or (self._probe_task is not None and not self._probe_task.done()):
+            return
+        try:
+            self._probe_task = asyncio.get_running_loop().create_task(
+                self._probe_while_open(probe), context=contextvars.Context()
+            )
+        except RuntimeError:  # no event loop (a breaker tripped from another thread): waits run out instead
+            self._probe_task = None
+
+    async def _probe_while_open(self, probe: Callable[[Conn, float], Awaitable[bool]]) -> None:
+        """Every RECOVERY_PROBE_EVERY seconds, until the breaker leaves OPEN or a probe finds one serving."""
+        breaker = self.breaker
+        while breaker is not None and breaker.state.name == "OPEN":
+            await asyncio.sleep(RECOVERY_PROBE_EVERY)
+            conns = self.connections()
+            answers = await asyncio.gather(
+                *(probe(conn, RECOVERY_PROBE_EVERY) for conn in conns), return_exceptions=True
+            )
+            if any(answer is True for answer in answers):
+                if breaker.probe_succeeded():
+                    log.info("dependency answers health checks again", extra={"dependency": self.name})
+                return
 
     def _on_outlier(self, kind: str, endpoint: Endpoint) -> None:
         if kind == "ejected":
@@ -371,7 +411,7 @@ class Dependency(Generic[Conn]):
                 bulkhead.enter()
             except BulkheadFullError as exc:
                 self._count_call(method, "bulkhead_full")
-                raise BulkheadFull(f"{self.name}: {exc}") from exc
+                raise BulkheadFull(f"{self.name}: {exc}", self.name) from exc
         try:
             breaker = self.breaker
             ticket = 0
@@ -381,7 +421,7 @@ class Dependency(Generic[Conn]):
                 except BreakerOpenError as exc:
                     outcome = "short_circuited"
                     span.set_attribute("mesh.breaker.state", "OPEN")
-                    raise CircuitOpen(f"{self.name}: circuit open ({exc})") from exc
+                    raise CircuitOpen(f"{self.name}: circuit open ({exc})", self.name) from exc
                 if recording:
                     span.set_attribute("mesh.breaker.state", breaker.state.name)
             try:
@@ -405,13 +445,14 @@ class Dependency(Generic[Conn]):
                     await self._after_failure(
                         exc, endpoint, started, 1, classify, retryable, ends, method, span
                     )
+                    failed = exc
                 except BaseException:
                     now = time.monotonic()
                     self.balancer.report(endpoint, True, now - started, now)  # cancelled: not its fault
                     raise
                 if ended is None:
                     result = await self._retries(
-                        method, attempt, classify, retryable, ends, span, recording, tried
+                        method, attempt, classify, retryable, ends, span, recording, tried, failed
                     )
                 else:
                     self.balancer.report(endpoint, True, ended - started, ended)
@@ -426,6 +467,10 @@ class Dependency(Generic[Conn]):
                 outcome = "no_instances" if isinstance(exc, NoInstances) else "error"
                 if kind is Outcome.CALLER_ERROR:
                     outcome = "ok"
+                elif kind is Outcome.OVERLOADED:
+                    outcome = "overloaded"
+                elif kind is Outcome.UPSTREAM:
+                    outcome = "dependency_error"
                 raise
             if ended is None:
                 ended = time.monotonic()
@@ -455,11 +500,11 @@ class Dependency(Generic[Conn]):
         try:
             endpoint = self.balancer.pick(exclude=tried)
         except NoEndpointError as exc:
-            raise NoInstances(f"no live instance of {self.name}") from exc
+            raise NoInstances(f"no live instance of {self.name}", self.name) from exc
         instance_id = endpoint.instance.id
         pair = self._conns.get(instance_id)
         if pair is None:  # membership changed between pick and here
-            raise NoInstances(f"instance {instance_id} of {self.name} just left")
+            raise NoInstances(f"instance {instance_id} of {self.name} just left", self.name)
         tried.append(instance_id)
         return endpoint, pair[1]
 
@@ -478,7 +523,8 @@ class Dependency(Generic[Conn]):
         """Report a failed attempt; re-raise it unless a retry is due, else wait out the backoff."""
         kind = classify(exc)
         now = time.monotonic()
-        self.balancer.report(endpoint, kind is Outcome.CALLER_ERROR, now - started, now)
+        healthy = kind is Outcome.CALLER_ERROR or kind is Outcome.OVERLOADED or kind is Outcome.UPSTREAM
+        self.balancer.report(endpoint, healthy, now - started, now)
         if not self._should_retry(kind, retryable, number, ends, method):
             raise exc
         delay = full_jitter(number - 1, self.policy.backoff_base, self.policy.backoff_cap)
@@ -496,12 +542,20 @@ class Dependency(Generic[Conn]):
         span: trace.Span,
         recording: bool,
         tried: list[str],
+        failed: Exception,
     ) -> T:
-        """Attempts after the first failed: other instances until one answers or retrying must stop."""
+        """Attempts after the first failed: other instances until one answers or retrying must stop.
+
+        When no instance is left to retry on, the last attempt's own error is raised: a caller must
+        not take "no instance" to mean its call never reached one (the first may have, and acted).
+        """
         number = len(tried)
         while True:
             number += 1
-            endpoint, conn = self._pick(tried)
+            try:
+                endpoint, conn = self._pick(tried)
+            except NoInstances:
+                raise failed from None
             if recording:
                 self._describe_attempt(span, endpoint, number)
             started = time.monotonic()
@@ -514,6 +568,7 @@ class Dependency(Generic[Conn]):
                 await self._after_failure(
                     exc, endpoint, started, number, classify, retryable, ends, method, span
                 )
+                failed = exc
                 continue
             except BaseException:
                 now = time.monotonic()
@@ -526,7 +581,9 @@ class Dependency(Generic[Conn]):
             return result
 
     def _should_retry(self, kind: Outcome, retryable: bool, number: int, ends: float, method: str) -> bool:
-        if kind is not Outcome.TRANSIENT or not retryable or number >= self.policy.max_attempts:
+        if kind not in (Outcome.TRANSIENT, Outcome.OVERLOADED) or not retryable:
+            return False
+        if number >= self.policy.max_attempts:
             return False
         if ends - time.monotonic() <= 0.005:
             return False
@@ -558,7 +615,11 @@ class Dependency(Generic[Conn]):
         }
 
     async def close(self) -> None:
-        """Stop watching and close every connection."""
+        """Stop watching and probing, and close every connection."""
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._probe_task
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -10,6 +10,10 @@ class MeshUnavailable(Exception):
 
     grpc_code = grpc.StatusCode.UNAVAILABLE
 
+    def __init__(self, message: str, dependency: str = "") -> None:
+        super().__init__(message)
+        self.dependency = dependency  # which dependency could not be reached ('' when not known)
+
 
 class NoInstances(MeshUnavailable):
     """Discovery knows no live instance of the dependency."""
@@ -21,3 +25,28 @@ class CircuitOpen(MeshUnavailable):
 
 class BulkheadFull(MeshUnavailable):
     """Too many calls to the dependency are already in flight."""
+
+
+class DeadlineExceeded(Exception):
+    """Too little of the caller's deadline is left to do the work (or start a side effect) safely."""
+
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# A server whose call failed because one of *its* dependencies failed says which, in this trailing
+# metadata key ("payment", or "cart/redis" when the cart's own store failed). A caller then knows the
+# callee answered: its breaker and outlier detection do not count the failure against the callee.
+FAILED_DEPENDENCY = "x-failed-dependency"
+
+
+def failed_dependency_path(exc: BaseException) -> str:
+    """The failed-dependency path an exception carries ('' when the failure is the process's own).
+
+    Duck-typed: any exception with a `dependency_path` (a tuple of names, nearest first) or a
+    `dependency` name qualifies, so the shop's errors and the mesh's own need no common base.
+    """
+    path = getattr(exc, "dependency_path", None)
+    if path:
+        return "/".join(str(part) for part in path)
+    name = getattr(exc, "dependency", None)
+    return str(name) if name else ""

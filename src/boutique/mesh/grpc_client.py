@@ -10,9 +10,10 @@ import grpc
 from google.protobuf.message import Message
 from opentelemetry import trace
 
+from boutique.mesh.deadline import DEADLINE_HEADER, header_value
 from boutique.mesh.dependency import CallPolicy, Dependency, Outcome
 from boutique.mesh.discovery import Resolver
-from boutique.mesh.errors import MeshUnavailable
+from boutique.mesh.errors import FAILED_DEPENDENCY, MeshUnavailable
 from boutique.mesh.instance import Instance
 from boutique.mesh.propagation import outgoing_headers
 from boutique.mesh.tracing import tracing_on
@@ -27,7 +28,6 @@ CHANNEL_OPTIONS = (
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 _FAILURE = {
     grpc.StatusCode.INTERNAL,
@@ -43,14 +43,31 @@ def classify(exc: BaseException) -> Outcome:
     """How a failed gRPC attempt counts for retries, ejection and the breaker."""
     if isinstance(exc, grpc.aio.AioRpcError):
         code = exc.code()
+        if code is not grpc.StatusCode.OK and _names_failed_dependency(exc):
+            return Outcome.UPSTREAM
         if code in _TRANSIENT:
             return Outcome.TRANSIENT
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED:  # e.g. shed by the server's concurrency limiter
+            return Outcome.OVERLOADED
         if code in _FAILURE:
             return Outcome.FAILURE
         return Outcome.CALLER_ERROR
     if isinstance(exc, MeshUnavailable | OSError | TimeoutError):
         return Outcome.TRANSIENT
     return Outcome.FAILURE
+
+
+def _names_failed_dependency(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether the callee answered that one of its own dependencies failed (see errors.FAILED_DEPENDENCY)."""
+    return any(key == FAILED_DEPENDENCY for key, _ in exc.trailing_metadata() or ())
+
+
+def failed_dependency_of(exc: grpc.aio.AioRpcError) -> str:
+    """The failed-dependency path the callee reported in its trailers ('' when none)."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == FAILED_DEPENDENCY:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return ""
 
 
 def grpc_service_name(stub_factory: Callable[..., Any], fallback: str) -> str:
@@ -84,6 +101,18 @@ class GrpcConnector:
     async def close(self, conn: Conn) -> None:
         """Close the channel (in-flight calls have finished or been given up on)."""
         await conn[0].close()
+
+    async def probe(self, conn: Conn, timeout: float) -> bool:
+        """Whether the instance answers the standard health check with SERVING within `timeout`."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            reply = await health_pb2_grpc.HealthStub(conn[0]).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 class GrpcDependency(Dependency[Conn]):
@@ -139,12 +168,14 @@ class GrpcDependency(Dependency[Conn]):
         fallback: Callable[[BaseException], Any] | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """Call one unary RPC (await the result); retried elsewhere only when `idempotent`; `fallback` answers failures."""
-        extra = tuple(metadata) or None
+        extra = tuple(metadata)
 
         def attempt(conn: Conn, per_try: float) -> Awaitable[Any]:
             # The stub's call object is itself awaitable: no coroutine of our own around it. The trace
             # headers are those of the call's span, current while attempts run.
-            sent = (*(extra or ()), *outgoing_headers()) if tracing_on() else extra
+            # The absolute deadline rides along: a server that reads the call late can tell it expired.
+            deadline = ((DEADLINE_HEADER, header_value(per_try)),)
+            sent = (*extra, *deadline, *outgoing_headers()) if tracing_on() else (*extra, *deadline)
             return getattr(conn[1], method)(request, timeout=per_try, metadata=sent)
 
         return self.invoke(

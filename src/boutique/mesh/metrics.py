@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from boutique.mesh.resilience.limiter import ConcurrencyLimiter
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -93,7 +98,7 @@ CLIENT_STATS = CallStats(
     (
         "boutique_mesh_client_calls",
         "Client calls by dependency, method and outcome "
-        "(ok, error, short_circuited, bulkhead_full, no_instances).",
+        "(ok, error, overloaded, short_circuited, bulkhead_full, no_instances).",
         ("dependency", "method", "outcome"),
     ),
     (
@@ -153,3 +158,74 @@ WATCH_LAG = Histogram(
     ["service"],
     buckets=LATENCY_BUCKETS,
 )
+
+
+class LimiterStats(Collector):
+    """Limit, in-flight and shed counts of the process's concurrency limiters, read from them when scraped.
+
+    A server registers its limiter with `track` (under its name, e.g. "grpc" or "http") and removes it with
+    `untrack` when it stops (a limiter nobody holds any more goes by itself); requests never touch
+    Prometheus objects.
+    """
+
+    def __init__(self) -> None:
+        self._limiters: weakref.WeakValueDictionary[str, ConcurrencyLimiter] = weakref.WeakValueDictionary()
+
+    def track(self, limiter: ConcurrencyLimiter) -> None:
+        """Expose `limiter` under its name (a second one of the same name gets a numbered name)."""
+        name, number = limiter.name, 1
+        while name in self._limiters and self._limiters[name] is not limiter:
+            number += 1
+            name = f"{limiter.name}#{number}"
+        self._limiters[name] = limiter
+
+    def untrack(self, limiter: ConcurrencyLimiter) -> None:
+        """Stop exposing `limiter`."""
+        for name, known in list(self._limiters.items()):
+            if known is limiter:
+                del self._limiters[name]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every tracked limiter's state, for /mesh/status."""
+        return [{**limiter.snapshot(), "name": name} for name, limiter in list(self._limiters.items())]
+
+    def collect(self) -> Iterator[Metric]:
+        """The limiter metric families as of now."""
+        labels = ["limiter"]
+        limit = GaugeMetricFamily(
+            "boutique_mesh_concurrency_limit",
+            "Requests a server admits at once (adaptive limit).",
+            labels=labels,
+        )
+        in_flight = GaugeMetricFamily(
+            "boutique_mesh_concurrency_in_flight", "Requests admitted and not yet finished.", labels=labels
+        )
+        shed = CounterMetricFamily(
+            "boutique_mesh_concurrency_shed",
+            "Requests refused at once because the concurrency limit was reached.",
+            labels=labels,
+        )
+        admitted = CounterMetricFamily(
+            "boutique_mesh_concurrency_admitted",
+            "Requests admitted under the concurrency limit.",
+            labels=labels,
+        )
+        latency = GaugeMetricFamily(
+            "boutique_mesh_concurrency_latency_seconds",
+            "Latency the adaptive limit works from: last window's median (sample) and no-load estimate (baseline).",
+            labels=["limiter", "kind"],
+        )
+        for name, limiter in list(self._limiters.items()):
+            limit.add_metric([name], limiter.current_limit)
+            in_flight.add_metric([name], limiter.in_flight)
+            shed.add_metric([name], limiter.shed_count)
+            admitted.add_metric([name], limiter.admitted_count)
+            state = limiter.limit.snapshot()
+            if "sample_rtt_ms" in state:
+                latency.add_metric([name, "sample"], state["sample_rtt_ms"] / 1000)
+                latency.add_metric([name, "baseline"], state["baseline_rtt_ms"] / 1000)
+        yield from (limit, in_flight, shed, admitted, latency)
+
+
+LIMITER_STATS = LimiterStats()
+REGISTRY.register(LIMITER_STATS)

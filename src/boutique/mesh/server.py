@@ -12,15 +12,21 @@ from typing import Any
 
 import grpc
 from google.protobuf import message_factory
+from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
+from google.rpc.error_details_pb2 import RetryInfo
+from google.rpc.status_pb2 import Status
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import propagate, trace
 
 from boutique.mesh.config import ProcessInfo, env_duration
-from boutique.mesh.deadline import deadline_in
-from boutique.mesh.metrics import SERVER_STATS
+from boutique.mesh.deadline import deadline_in, from_metadata
+from boutique.mesh.errors import FAILED_DEPENDENCY, failed_dependency_path
+from boutique.mesh.metrics import LIMITER_STATS, SERVER_STATS
 from boutique.mesh.presence import Presence
+from boutique.mesh.resilience.limiter import ConcurrencyLimiter, LimiterSettings
 from boutique.mesh.runtime import Mesh
 from boutique.mesh.tracing import tracing_on
 
@@ -28,6 +34,7 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("boutique.mesh.server")
 
 SERVED_BY = "x-served-by"
+SHED = "x-boutique-shed"  # trailer of a call refused unprocessed by the concurrency limiter
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
@@ -62,15 +69,19 @@ SERVER_ERROR_CODES = frozenset(
 class _Outcome:
     """How one RPC ended: its status code and, for an unexpected failure, the exception."""
 
-    __slots__ = ("code", "error")
+    __slots__ = ("code", "error", "unserved")
 
     def __init__(self) -> None:
         self.code = grpc.StatusCode.OK
+        self.unserved = False  # refused before the handler ran (expired): its latency says nothing
         self.error: BaseException | None = None
 
 
 def _unary_handler(
-    method: MethodDescriptor, impl: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], instance: str
+    method: MethodDescriptor,
+    impl: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+    instance: str,
+    limiter: ConcurrencyLimiter | None = None,
 ) -> grpc.RpcMethodHandler:
     """Wrap one implementation method: its span, its metrics, and bad protobuf as INVALID_ARGUMENT."""
     request_type = message_factory.GetMessageClass(method.input_type)
@@ -89,8 +100,19 @@ def _unary_handler(
         except (DecodeError, ValueError) as exc:
             outcome.code = grpc.StatusCode.INVALID_ARGUMENT
             await context.abort(outcome.code, f"malformed {method.input_type.full_name}: {exc}")
+        left = _time_left(context)
+        if left is not None and left <= 0:  # the caller gave up already: do nothing on its behalf
+            outcome.code = grpc.StatusCode.DEADLINE_EXCEEDED
+            outcome.unserved = True
+            log.warning(
+                "call expired before it was served",
+                extra={"rpc": method.full_name, "late_ms": round(-left * 1000)},
+            )
+            await context.abort(
+                outcome.code, f"the caller's deadline passed {-left * 1000:.0f} ms before the call was served"
+            )
         try:
-            with deadline_in(context.time_remaining()):
+            with deadline_in(left):
                 return await impl(request, context)
         except grpc.aio.AbortError:
             outcome.code = _aborted_code(context)
@@ -105,10 +127,16 @@ def _unary_handler(
                 outcome.code, outcome.error = grpc.StatusCode.INTERNAL, exc
                 await context.abort(outcome.code, f"internal error in {method.full_name}")
             outcome.code = code
+            path = failed_dependency_path(exc)
+            if path:  # the failure is a dependency's, not this process's: callers' breakers tell them apart
+                context.set_trailing_metadata((*served_by, (FAILED_DEPENDENCY, path)))
             await context.abort(code, str(exc))
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         context.set_trailing_metadata(served_by)
+        permit = limiter.acquire() if limiter is not None else None
+        if permit is None and limiter is not None:
+            await _shed(context, limiter, method, served_by)  # over the limit: refused before any work
         outcome = _Outcome()
         started = time.perf_counter()
         try:
@@ -129,6 +157,8 @@ def _unary_handler(
                 finally:
                     _describe(span, outcome, context)
         finally:
+            if permit is not None:
+                permit.release(sample=outcome.code is not grpc.StatusCode.CANCELLED and not outcome.unserved)
             latency(time.perf_counter() - started)
             count = counters.get(outcome.code)
             if count is None:
@@ -140,6 +170,50 @@ def _unary_handler(
     return grpc.unary_unary_rpc_method_handler(
         handle, request_deserializer=None, response_serializer=response_type.SerializeToString
     )
+
+
+async def _shed(
+    context: grpc.aio.ServicerContext,
+    limiter: ConcurrencyLimiter,
+    method: MethodDescriptor,
+    served_by: tuple[tuple[str, str], ...],
+) -> None:
+    """Refuse a call over the concurrency limit: RESOURCE_EXHAUSTED at once, with a retry hint.
+
+    RESOURCE_EXHAUSTED, not UNAVAILABLE: the mesh client retries it on another instance like UNAVAILABLE
+    but does not count it against this instance (outlier ejection) or the dependency (breaker), which
+    would take capacity away exactly when it is short. The hint is gRPC's retry pushback trailer and a
+    google.rpc.RetryInfo in the status details; `x-boutique-shed` says the handler never ran.
+    """
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    service = method.containing_service.full_name
+    SERVER_STATS.count(service, method.name, code.name).inc()
+    delay = limiter.retry_after()
+    message = (
+        f"{service} is at its concurrency limit ({limiter.current_limit} calls in flight): call shed "
+        f"unprocessed; retry on another instance or after {delay * 1000:.0f} ms"
+    )
+    retry = RetryInfo(retry_delay=Duration(seconds=int(delay), nanos=int(delay % 1 * 1e9)))
+    detail = AnyMessage()
+    detail.Pack(retry)
+    details = Status(code=code.value[0], message=message, details=[detail]).SerializeToString()
+    trailers = (
+        *served_by,
+        (SHED, "concurrency-limit"),
+        ("grpc-retry-pushback-ms", str(round(delay * 1000))),
+        ("grpc-status-details-bin", details),
+    )
+    await context.abort(code, message, trailing_metadata=trailers)
+
+
+def _time_left(context: grpc.aio.ServicerContext) -> float | None:
+    """Seconds left of the caller's deadline: the earlier of gRPC's (relative, counted from when this
+    process read the call) and the absolute one the mesh client sends (see deadline.DEADLINE_HEADER)."""
+    relative = context.time_remaining()
+    absolute = from_metadata(context.invocation_metadata())
+    if absolute is None:
+        return relative
+    return absolute if relative is None else min(relative, absolute)
 
 
 def _aborted_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
@@ -164,14 +238,16 @@ def _describe(span: trace.Span, outcome: _Outcome, context: grpc.aio.ServicerCon
         span.set_status(trace.StatusCode.ERROR, code.name)
 
 
-def generic_handler(binding: ServiceBinding, instance: str) -> grpc.GenericRpcHandler:
-    """Build the handler for every RPC of a service from its descriptor."""
+def generic_handler(
+    binding: ServiceBinding, instance: str, limiter: ConcurrencyLimiter | None = None
+) -> grpc.GenericRpcHandler:
+    """Build the handler for every RPC of a service from its descriptor; `limiter` caps calls in flight."""
     handlers = {}
     for method in binding.descriptor.methods:
         impl = getattr(binding.implementation, method.name, None)
         if impl is None:
             raise TypeError(f"{type(binding.implementation).__name__} does not implement {method.name}")
-        handlers[method.name] = _unary_handler(method, impl, instance)
+        handlers[method.name] = _unary_handler(method, impl, instance, limiter)
     return grpc.method_handlers_generic_handler(binding.descriptor.full_name, handlers)
 
 
@@ -186,6 +262,7 @@ class GrpcServer:
         drain_delay: float | None = None,
         mesh: Mesh | None = None,
         register: bool = False,
+        limits: LimiterSettings | None = None,
     ) -> None:
         self.info = info
         self.bindings = list(bindings)
@@ -200,6 +277,8 @@ class GrpcServer:
         self.port = 0
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
+        # One concurrency limit for all the process's RPCs (health checks are never limited).
+        self.limiter = (limits or LimiterSettings.from_env()).build("grpc")
 
     def _service_names(self) -> list[str]:
         return ["", *(b.descriptor.full_name for b in self.bindings)]
@@ -218,7 +297,9 @@ class GrpcServer:
         )
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        server.add_generic_rpc_handlers([generic_handler(b, self.info.instance_id) for b in self.bindings])
+        server.add_generic_rpc_handlers(
+            [generic_handler(b, self.info.instance_id, self.limiter) for b in self.bindings]
+        )
         address = f"{self.info.host}:{self.info.port}"
         try:
             self.port = server.add_insecure_port(address)
@@ -226,6 +307,8 @@ class GrpcServer:
             raise OSError(f"cannot listen on {address}: port busy or address unavailable") from exc
         await server.start()
         self._server = server
+        if self.limiter is not None:
+            LIMITER_STATS.track(self.limiter)
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"address": f"{self.info.host}:{self.port}"})
         return self.port
@@ -241,6 +324,8 @@ class GrpcServer:
             await asyncio.sleep(self.drain_delay)
         await self._server.stop(self.grace)
         self._server = None
+        if self.limiter is not None:
+            LIMITER_STATS.untrack(self.limiter)
         log.info("stopped")
 
     async def run(self, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:

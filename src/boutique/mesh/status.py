@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from boutique.asgi_server import BackgroundServer
+from boutique.mesh.metrics import LIMITER_STATS
 from boutique.mesh.runtime import Mesh
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,9 @@ def build_app(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def status(request: Request) -> Response:
-        return JSONResponse({"caller": mesh.caller, "dependencies": mesh.snapshot()})
+        return JSONResponse(
+            {"caller": mesh.caller, "dependencies": mesh.snapshot(), "limiters": LIMITER_STATS.snapshot()}
+        )
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok" if health() else "not serving", status_code=200 if health() else 503)

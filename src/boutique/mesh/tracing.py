@@ -4,27 +4,24 @@ Standard variables decide everything, so the same process reports to the local o
 `boutique up` and to a Collector, Jaeger or Tempo elsewhere: `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`,
 `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_EXPORTER` (otlp, console, none), `OTEL_EXPORTER_OTLP_ENDPOINT`
 and `..._PROTOCOL` (grpc, http/protobuf), `OTEL_TRACES_SAMPLER` (parent-based, always on by default),
-`OTEL_TRACES_SAMPLER_ARG`, `OTEL_PROPAGATORS` and the `OTEL_BSP_*` batching limits.
+`OTEL_TRACES_SAMPLER_ARG`, `OTEL_PROPAGATORS` and the `OTEL_BSP_*` batching limits. OTLP export goes
+through a bounded sending queue that outlasts backend outages (`boutique.mesh.export_queue`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+from boutique.mesh.export_queue import QueueSettings, SendingQueue
+from boutique.mesh.otlp_send import OtlpTarget
 from boutique.mesh.propagation import install_propagators
 
 log = logging.getLogger(__name__)
@@ -80,58 +77,17 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-class DeferredExporter(SpanExporter):
-    """Builds the real exporter on the first export, in the batch processor's thread.
+def _processor(instance: str) -> tuple[SpanProcessor | None, str]:
+    """The span processor OTEL_TRACES_EXPORTER and the OTLP protocol variables ask for.
 
-    The OTLP exporters import gRPC stubs, the protobuf encoders and the metrics SDK: a third of a second
-    per process here, paid by every service before it could serve. Deferred, it is paid in the
-    background once the first batch of spans is due.
+    OTLP goes through the sending queue, which keeps spans while the backend is away; its transport
+    (gRPC or HTTP imports) is built in the queue's thread when the first spans are due, off start-up.
     """
-
-    def __init__(self, build: Callable[[], SpanExporter]) -> None:
-        self._build = build
-        self._real: SpanExporter | None = None
-        self._lock = threading.Lock()
-
-    def _exporter(self) -> SpanExporter:
-        with self._lock:
-            if self._real is None:
-                self._real = self._build()
-            return self._real
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export through the real exporter, building it first if need be."""
-        return self._exporter().export(spans)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Flush the real exporter, if there is one yet."""
-        return self._real.force_flush(timeout_millis) if self._real is not None else True
-
-    def shutdown(self) -> None:
-        """Shut the real exporter down, if it was ever built."""
-        if self._real is not None:
-            self._real.shutdown()
-
-
-def _grpc_exporter() -> SpanExporter:
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter()
-
-
-def _http_exporter() -> SpanExporter:
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter()
-
-
-def _exporter() -> tuple[SpanExporter | None, str]:
-    """The span exporter OTEL_TRACES_EXPORTER and the OTLP protocol variables ask for."""
     kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
     if kind == "none":
         return None, "none"
     if kind == "console":
-        return ConsoleSpanExporter(), "console"
+        return BatchSpanProcessor(ConsoleSpanExporter()), "console"
     if kind != "otlp":
         raise ValueError(f"OTEL_TRACES_EXPORTER={kind!r}: use otlp, console or none")
     protocol = (
@@ -139,14 +95,14 @@ def _exporter() -> tuple[SpanExporter | None, str]:
         or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "grpc"
     ).strip()
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    if protocol not in ("grpc", "http/protobuf"):
+        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use grpc or http/protobuf")
+    target = OtlpTarget.from_env(protocol)
+    spool = os.environ.get("BOUTIQUE_EXPORT_SPOOL_DIR", "").strip()
+    queue = SendingQueue(
+        target.transport, QueueSettings.from_env(), Path(spool) / instance if spool else None
     )
-    if protocol == "grpc":
-        return DeferredExporter(_grpc_exporter), f"otlp grpc {endpoint or 'http://localhost:4317'}"
-    if protocol == "http/protobuf":
-        return DeferredExporter(_http_exporter), f"otlp http/protobuf {endpoint or 'http://localhost:4318'}"
-    raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use grpc or http/protobuf")
+    return queue, f"otlp {protocol} {target.endpoint}"
 
 
 def setup_tracing(service: str, instance: str, version: str = "") -> TracingSetup:
@@ -166,11 +122,11 @@ def setup_tracing(service: str, instance: str, version: str = "") -> TracingSetu
         attributes["service.name"] = service
     if version:
         attributes["service.version"] = version
-    exporter, where = _exporter()
+    processor, where = _processor(instance)
     # The sampler comes from OTEL_TRACES_SAMPLER / _ARG (parent-based always-on when unset).
     provider = TracerProvider(resource=Resource.create(attributes))
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if processor is not None:
+        provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     log.info("tracing", extra={"exporter": where, "sampler": type(provider.sampler).__name__})
     return TracingSetup(provider, where)

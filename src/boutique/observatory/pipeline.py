@@ -4,6 +4,10 @@
 answers 429 / RESOURCE_EXHAUSTED instead of growing memory; otherwise it resolves when the writer
 thread has committed the batch, so a success reply means the spans survive a `kill -9`. The writer
 groups whatever is waiting into one store append (group commit).
+
+While the store is read-only (a full disk), `submit` refuses at once with `StoreFailed` and the writer
+asks the store to `recover` every `probe_every` seconds; a store that cannot even be reopened is
+`broken`, and `on_broken` tells the process to exit so that its supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from boutique.observatory.model import SpanBatch
 from boutique.observatory.processors import Processor
 from boutique.observatory.store import Store
+from boutique.observatory.store.base import StoreBroken
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +50,24 @@ class Pipeline:
         capacity_spans: int = 100_000,
         group_spans: int = 20_000,
         retention_every: float = 30.0,
+        probe_every: float = 1.0,
+        on_broken: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.processors = list(processors)
         self.capacity_spans = capacity_spans
         self.group_spans = group_spans
         self.retention_every = retention_every
+        self.probe_every = probe_every
+        self.on_broken = on_broken
+        self.broken: str | None = None  # why the store can no longer be used, once it cannot
         self._queue: deque[tuple[SpanBatch, Future[int]]] = deque()
         self._queued_spans = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.accepted = self.refused = self.stored = 0
+        self.failed = 0  # spans answered with a store error (read-only or failing store)
 
     @property
     def queued_spans(self) -> int:
@@ -70,7 +81,7 @@ class Pipeline:
             self._thread.start()
 
     def offer(self, batch: SpanBatch) -> Future[int]:
-        """Queue a batch; a future of the spans stored, or `QueueFull` raised at once."""
+        """Queue a batch; a future of the spans stored, or `QueueFull` / `StoreFailed` (store read-only) at once."""
         future: Future[int] = Future()
         count = len(batch)
         if count == 0:
@@ -79,6 +90,10 @@ class Pipeline:
         with self._cond:
             if self._stopping:
                 raise StoreFailed("the observatory is shutting down")
+            state = self.store.write_state()
+            if self.broken or not state.writable:
+                self.failed += count
+                raise StoreFailed(f"the store is {'broken' if self.broken else state.summary}")
             # An empty queue takes any batch, so a batch above the capacity is slow, never impossible.
             if self._queued_spans and self._queued_spans + count > self.capacity_spans:
                 self.refused += count
@@ -93,11 +108,11 @@ class Pipeline:
         """Queue a batch and wait until it is stored; the number of spans stored."""
         return await asyncio.wrap_future(self.offer(batch))
 
-    def _take(self) -> list[tuple[SpanBatch, Future[int]]]:
-        """Wait for batches and take up to `group_spans` of them (at least one); [] when stopping."""
+    def _take(self, wait: float) -> list[tuple[SpanBatch, Future[int]]]:
+        """Wait up to `wait` s for batches and take up to `group_spans` of them (at least one); [] if none."""
         with self._cond:
             while not self._queue and not self._stopping:
-                self._cond.wait(timeout=self.retention_every)
+                self._cond.wait(timeout=wait)
                 if not self._queue:
                     return []
             taken: list[tuple[SpanBatch, Future[int]]] = []
@@ -114,21 +129,52 @@ class Pipeline:
 
     def _run(self) -> None:
         last_retention = time.monotonic()
-        while True:
-            taken = self._take()
+        while not self.broken:
+            writable = self.store.write_state().writable
+            taken = self._take(self.retention_every if writable else self.probe_every)
             if taken:
                 self._write(taken)
-            if time.monotonic() - last_retention >= self.retention_every:
+            if not self.store.write_state().writable:
+                self._recover()
+            elif time.monotonic() - last_retention >= self.retention_every:
                 last_retention = time.monotonic()
                 try:
                     dropped = self.store.enforce_retention(int(time.time() * 1_000_000))
                     if dropped:
                         log.info("retention dropped spans", extra={"spans": dropped})
+                except StoreBroken as exc:
+                    self._break(str(exc))
                 except Exception:
                     log.exception("retention failed")
             with self._cond:
                 if self._stopping and not self._queue:
                     return
+        self._fail_queued()
+
+    def _recover(self) -> None:
+        """Ask a read-only store to probe and recover; give up on a broken one."""
+        try:
+            self.store.recover()
+        except StoreBroken as exc:
+            self._break(str(exc))
+        except Exception:
+            log.exception("probing the store failed")
+
+    def _break(self, reason: str) -> None:
+        """The store cannot be used any more: refuse everything and tell the process."""
+        log.critical("the store cannot be used any more", extra={"reason": reason})
+        self.broken = reason
+        if self.on_broken is not None:
+            self.on_broken(reason)
+
+    def _fail_queued(self) -> None:
+        """Answer every waiting batch with `StoreFailed` (the store is broken)."""
+        with self._cond:
+            taken, self._queue = list(self._queue), deque()
+            self._queued_spans = 0
+        for batch, future in taken:
+            self.failed += len(batch)
+            future.set_exception(StoreFailed(f"the store is broken: {self.broken}"))
 
     def _write(self, taken: list[tuple[SpanBatch, Future[int]]]) -> None:
         """Process and store the taken batches as one append; settle their futures."""
@@ -142,9 +188,13 @@ class Pipeline:
                 combined.extend(batch)
             self.store.append(combined)
         except Exception as exc:
-            log.exception("storing spans failed")
+            if isinstance(exc, StoreBroken):
+                self._break(str(exc))
+            elif self.store.write_state().writable:
+                log.exception("storing spans failed")
             self._release(taken)
-            for _, future in taken:
+            for batch, future in taken:
+                self.failed += len(batch)
                 future.set_exception(StoreFailed(f"the store could not write: {exc}"))
             return
         self._release(taken)

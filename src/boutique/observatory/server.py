@@ -1,8 +1,15 @@
 """One observatory process: the store, the pipeline, three receivers and the query API, started together.
 
 Every socket is bound before anything serves, so a busy port stops the start with one clear line
-and nothing half-running. When a token is set, every HTTP request (but `/_healthz`) and every gRPC
-call must carry `Authorization: Bearer <token>`.
+and nothing half-running. When a token is set, every HTTP request (but `/_healthz` and `/_readyz`)
+and every gRPC call must carry `Authorization: Bearer <token>`.
+
+Health, on every HTTP port: `/_healthz` answers 200 `{"status": "SERVING", "store": "writable"}`, or
+503 `{"status": "DEGRADED", "store": "read-only: disk full", ...}` with since when, DuckDB's words and
+what recovery waits for, while the store takes no writes (queries still answer). `/_readyz` answers
+whether to send spans here: 200 as above, 503 while degraded or shutting down. Neither is a liveness
+probe: a restart frees no disk, and a store that cannot be reopened makes the process exit with
+`EXIT_STORE_BROKEN` by itself.
 """
 
 from __future__ import annotations
@@ -11,9 +18,10 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import signal
-import socket
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -24,10 +32,10 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from boutique.asgi_server import EmbeddedServer, bind, make_server, wait_started
+from boutique.asgi_server import EmbeddedServer, bind, make_server, port_in_use, wait_started
 from boutique.observatory.api import query_routes
 from boutique.observatory.config import ObservatoryConfig, Ports
-from boutique.observatory.pipeline import Pipeline
+from boutique.observatory.pipeline import Pipeline, StoreFailed
 from boutique.observatory.processors.redact import CardRedactor
 from boutique.observatory.processors.sampling import KeepAll
 from boutique.observatory.receivers.http import Limits, otlp_http_routes, zipkin_routes
@@ -37,6 +45,11 @@ from boutique.observatory.ui import ui_routes
 
 log = logging.getLogger(__name__)
 
+# DuckDB folds its write-ahead log into the file once the log passes this size (tests lower it to
+# make a checkpoint happen while a small disk fills).
+CHECKPOINT_VARIABLE = "BOUTIQUE_OBSERVATORY_CHECKPOINT_THRESHOLD"
+EXIT_STORE_BROKEN = 3  # the exit status when the store can be neither written nor reopened
+HEALTH_PATHS = ("/_healthz", "/_readyz")
 
 LOGIN_PATH = "/login"
 TOKEN_COOKIE = "observatory_token"
@@ -66,7 +79,7 @@ class BearerAuth:
         return hmac.compare_digest(given, self.expected) or hmac.compare_digest(cookie, self.token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in ("/_healthz", "/static/ui.css"):
+        if scope["type"] != "http" or scope["path"] in (*HEALTH_PATHS, "/static/ui.css"):
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
@@ -143,31 +156,73 @@ class Observatory:
             config.database,
             Retention(int(config.retention_seconds * 1_000_000), config.retention_bytes),
             memory_limit=config.memory_limit,
+            checkpoint_threshold=os.environ.get(CHECKPOINT_VARIABLE) or "256MB",
         )
         self.redactor = CardRedactor()
+        self.broken = asyncio.Event()  # set (from the writer thread) when the store cannot be reopened
         self.pipeline = Pipeline(
             self.store,
             [self.redactor, KeepAll()],
             capacity_spans=config.queue_spans,
             retention_every=config.retention_check_seconds,
+            on_broken=self._on_broken,
         )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[tuple[EmbeddedServer, asyncio.Task[None]]] = []
         self._grpc: grpc.aio.Server | None = None
+        self._stopping = False
         self.bound: Bound | None = None
 
+    def _on_broken(self, reason: str) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.broken.set)
+
     def _app(self, routes: list[BaseRoute]) -> ASGIApp:
-        app: ASGIApp = Starlette(routes=[Route("/_healthz", self._health), *routes])
+        health = [Route("/_healthz", self._health), Route("/_readyz", self._ready)]
+        app: ASGIApp = Starlette(routes=[*health, *routes])
         return BearerAuth(app, self.config.token) if self.config.token else app
 
+    def health(self) -> dict[str, Any]:
+        """SERVING with a writable store, else DEGRADED with why, since when and what recovery waits for."""
+        state = self.store.write_state()
+        if self.pipeline.broken:
+            return {"status": "DEGRADED", "store": "broken", "error": self.pipeline.broken}
+        if state.writable:
+            return {"status": "SERVING", "store": state.summary}
+        since = datetime.fromtimestamp(state.since or 0, UTC).isoformat(timespec="seconds")
+        return {
+            "status": "DEGRADED",
+            "store": state.summary,
+            "since": since,
+            "error": state.error,
+            "waiting": state.waiting,
+            "retry_after": StoreFailed.retry_after,
+            "reopens": state.reopens,
+        }
+
     async def _health(self, request: Request) -> Response:
-        return JSONResponse({"status": "SERVING"})
+        """The store's write state: 200 while it takes spans, 503 while degraded (queries still answer)."""
+        health = self.health()
+        return JSONResponse(health, 200 if health["status"] == "SERVING" else 503)
+
+    async def _ready(self, request: Request) -> Response:
+        """Whether to send spans here now: 200, or 503 while the store is read-only or the process stops."""
+        health = self.health()
+        if self._stopping:
+            health = {"status": "STOPPING", "store": health["store"]}
+        ready = health["status"] == "SERVING"
+        body = {key: health[key] for key in ("status", "store")}
+        headers = {} if ready else {"Retry-After": str(StoreFailed.retry_after)}
+        return JSONResponse(body, 200 if ready else 503, headers=headers)
 
     async def _status(self, request: Request) -> Response:
-        """Ingest and storage figures: spans accepted, refused, stored, queued; store size."""
+        """Ingest and storage figures: spans accepted, refused, failed, stored, queued; store size and health."""
         stored = await run_in_threadpool(self.store.stats)
         figures = {
+            "health": self.health(),
             "accepted_spans": self.pipeline.accepted,
             "refused_spans": self.pipeline.refused,
+            "failed_spans": self.pipeline.failed,
             "stored_spans": self.pipeline.stored,
             "queued_spans": self.pipeline.queued_spans,
             "redacted_spans": self.redactor.redacted_spans,
@@ -195,6 +250,7 @@ class Observatory:
             for sock in sockets.values():
                 sock.close()
             raise OSError(f"cannot listen on {cfg.host}:{ports.otlp_grpc}: port busy [observatory otlp_grpc]")
+        self._loop = asyncio.get_running_loop()
         self.pipeline.start()
         await server.start()
         self._grpc = server
@@ -227,6 +283,7 @@ class Observatory:
 
     async def stop(self) -> None:
         """Stop taking spans, store what is queued, close the store."""
+        self._stopping = True
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
         for embedded, _ in self._servers:
@@ -241,17 +298,11 @@ class Observatory:
 def _add_grpc_port(server: grpc.aio.Server, host: str, port: int) -> int | None:
     """Listen on host:port for gRPC; the bound port, or None when it is taken.
 
-    gRPC would share a port another process holds with SO_REUSEPORT, so the port is first checked
-    with a plain bind that does not set it.
+    gRPC would share a port another process holds with SO_REUSEPORT, so the port is first checked for
+    a listener (closed connections of a crashed predecessor in TIME_WAIT do not count).
     """
-    if port:
-        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return None
-        finally:
-            probe.close()
+    if port and port_in_use(host, port):
+        return None
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
@@ -261,7 +312,11 @@ def _add_grpc_port(server: grpc.aio.Server, host: str, port: int) -> int | None:
 
 
 async def serve(config: ObservatoryConfig) -> None:
-    """Run until SIGTERM/SIGINT, then stop cleanly (queued spans are stored first)."""
+    """Run until SIGTERM/SIGINT, then stop cleanly (queued spans are stored first).
+
+    When the store can be neither written nor reopened, stop too and exit with `EXIT_STORE_BROKEN`, so
+    that a supervisor (`boutique up`, Kubernetes) starts a fresh process.
+    """
     observatory = Observatory(config)
     bound = await observatory.start()
     log.info("observatory ready", extra={"ports": bound.__dict__, "database": str(config.database)})
@@ -270,10 +325,19 @@ async def serve(config: ObservatoryConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(observatory.broken.wait())]
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in waits:
+            task.cancel()
         await observatory.stop()
+    if observatory.broken.is_set() and not stop.is_set():
+        log.critical(
+            "exiting: the store can be neither written nor reopened",
+            extra={"reason": observatory.pipeline.broken},
+        )
+        raise SystemExit(EXIT_STORE_BROKEN)
 
 
 __all__ = ["Bound", "Observatory", "ObservatoryConfig", "Ports", "serve"]

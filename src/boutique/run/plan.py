@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from boutique.mesh import StaticEndpoints
 from boutique.run.ports import free_port
 from boutique.shop.services import BACKENDS, SERVICES
 
@@ -91,6 +92,9 @@ class UpOptions:
     registry_port: int = 7600
     redis: bool = False
     observatory_ports: tuple[int, int, int, int] | None = (4317, 4318, 9411, 16686)
+    # Backends the user pinned with their *_SERVICE_ADDR variable (service -> address): every process
+    # is handed that address, whatever the discovery mode, and `up` starts none of their own.
+    external: dict[str, str] = field(default_factory=dict)
 
     @property
     def observatory_url(self) -> str | None:
@@ -130,6 +134,32 @@ def parse_replicas(text: str) -> dict[str, int]:
     return counts
 
 
+def external_services(environ: Mapping[str, str]) -> dict[str, str]:
+    """Backends whose *_SERVICE_ADDR the user set (service -> address); ValueError names a malformed one."""
+    external: dict[str, str] = {}
+    for name in BACKENDS:
+        variable = SERVICES[name].address_variable
+        value = environ.get(variable, "").strip() if variable else ""
+        if variable and value:
+            try:
+                StaticEndpoints.parse(value)
+            except ValueError as exc:
+                raise ValueError(f"{variable}={value!r}: {exc}") from None
+            external[name] = value
+    return external
+
+
+def check_replicas_against_external(replicas: dict[str, int], external: dict[str, str]) -> None:
+    """ValueError when --replicas asks for instances of a service the user pinned elsewhere."""
+    for name in replicas:
+        if name in external:
+            variable = SERVICES[name].address_variable
+            raise ValueError(
+                f"--replicas {name}={replicas[name]}: {variable} is set, so `up` starts no {name} "
+                f"of its own (unset {variable} to run its replicas)"
+            )
+
+
 def _scalable() -> list[str]:
     return [name for name, spec in SERVICES.items() if spec.kind != "load"]
 
@@ -141,15 +171,20 @@ def telemetry_env(options: UpOptions, load: bool = False) -> dict[str, str]:
     nothing listens on.
     """
     if options.observatory_ports and options.observatory_url:
+        # Spans a process could not deliver before it stopped (the observatory away) wait on disk for
+        # the next process of the same instance.
+        spool = {"BOUTIQUE_EXPORT_SPOOL_DIR": str(options.data_dir / "spool")}
         if load:  # Locust runs under gevent, where OTLP over HTTP is the exporter that fits
             return {
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{options.observatory_ports[1]}",
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                **spool,
             }
         return {
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{options.observatory_ports[0]}",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OBSERVATORY_URL": options.observatory_url,
+            **spool,
         }
     if any(os.environ.get(v) for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
         return {}
@@ -157,7 +192,10 @@ def telemetry_env(options: UpOptions, load: bool = False) -> dict[str, str]:
 
 
 def build_plan(options: UpOptions) -> list[ProcessPlan]:
-    """Every process in start order: backends, frontend replicas, then the load generator."""
+    """Every process in start order: backends, frontend replicas, then the load generator.
+
+    A backend in `options.external` gets no process; every process is handed the user's address for it.
+    """
     plans: list[ProcessPlan] = []
     taken = {options.frontend_port, options.registry_port, *(options.observatory_ports or ())}
 
@@ -177,11 +215,13 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
                 "observatory", 0, "observatory", ui, data_dir=str(options.data_dir), extra_ports=tuple(ingest)
             )
         )
-    if options.redis:
+    if options.redis and "cart" not in options.external:
         redis_dir = options.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
         plans.append(ProcessPlan("redis", 0, "redis", fresh_port(), data_dir=str(redis_dir)))
     for name in [*BACKENDS, "frontend"]:
+        if name in options.external:  # every caller is handed the user's address: nothing would call ours
+            continue
         for index in range(options.replicas.get(name, 1)):
             chosen = name == "frontend" and index == 0
             port = options.frontend_port if chosen else fresh_port()
@@ -192,9 +232,10 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
         plans.append(ProcessPlan("loadgen", 0, "load", 0))
 
     addresses = {
-        SERVICES[name].address_variable: ",".join(p.address for p in plans if p.service == name)
+        SERVICES[name].address_variable: options.external.get(name)
+        or ",".join(p.address for p in plans if p.service == name)
         for name in BACKENDS
-        if options.discovery == "static"
+        if options.discovery == "static" or name in options.external
     }
     outbox = options.data_dir / "outbox"
     for plan in plans:

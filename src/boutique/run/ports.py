@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from boutique.sockets import port_in_use
+
 
 class PortBusy(OSError):
     """A port someone asked for is already taken."""
@@ -18,13 +20,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def is_taken(host: str, port: int) -> bool:
     """Whether something listens on the port (closed connections lingering do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-        return False
+    return port_in_use(host, port)
 
 
 def ensure_free(host: str, port: int, what: str, flag: str) -> None:

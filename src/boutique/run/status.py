@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from boutique.run.supervisor import Child
+from boutique.shop.services import SERVICES
 
 _COLOURS = {"SERVING": "green", "running": "green", "starting": "yellow", "stopping": "yellow"}
 
@@ -51,8 +52,15 @@ def load_summary(csv_prefix: Path) -> str | None:
     )
 
 
-def table(children: list[Child], header: str, footer: list[str]) -> Group:
-    """The live table: one row per process."""
+def _not_started(service: str) -> str:
+    """Why `up` runs no process for a service the user pinned elsewhere."""
+    return f"not started: {SERVICES[service].address_variable} is set"
+
+
+def table(
+    children: list[Child], header: str, footer: list[str], external: dict[str, str] | None = None
+) -> Group:
+    """The live table: one row per process, then one per service the user pinned to their own address."""
     grid = Table(title=header, title_justify="left", expand=False, pad_edge=False)
     for column in ("service", "instance", "pid", "address", "state", "restarts", "up", "RSS MB"):
         grid.add_column(column, no_wrap=True)
@@ -68,6 +76,9 @@ def table(children: list[Child], header: str, footer: list[str]) -> Group:
             _uptime(child),
             _rss_mb(child.pid),
         )
+    for service, address in (external or {}).items():
+        state = Text(_not_started(service), style="cyan")
+        grid.add_row(service, "external", "-", address, state, "-", "-", "-")
     return Group(grid, *(Text(line) for line in footer))
 
 
@@ -76,3 +87,8 @@ def event_line(child: Child) -> str:
     where = f" on {child.plan.address}" if child.plan.address else ""
     pid = f" pid {child.pid}" if child.pid else ""
     return f"{child.plan.instance}: {child.state}{where}{pid}"
+
+
+def external_line(service: str, address: str) -> str:
+    """A plain line for a service the user pinned: every process calls their address, ours is not run."""
+    return f"{service}: external at {address} ({_not_started(service)})"

@@ -24,7 +24,10 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
 PROBE_FAST = 0.2
 PROBE_SLOW = 2.0
-FIRST = ("registry", "redis", "observatory")  # infrastructure the services need before they start
+FIRST = ("registry", "redis", "observatory")  # infrastructure, started before the services
+# What the services wait for. Not the observatory: every process queues its spans until it takes them
+# (a degraded or slow observatory must not hold the shop back).
+AWAITED = ("registry", "redis")
 # A probe channel must notice a process that has just started listening, not sit out gRPC's default
 # reconnect backoff (1 s growing to 2 min) after the first refused connection.
 FAST_RECONNECT = (
@@ -92,7 +95,7 @@ class Supervisor:
         for child in first:
             await self._spawn(child)
         if first:
-            await self.wait_ready(30.0, lambda c: c.plan.kind in FIRST)
+            await self.wait_ready(30.0, lambda c: c.plan.kind in AWAITED)
         for child in self.children:
             if child.plan.kind not in ("load", *FIRST) and not self.stopping:
                 await self._spawn(child)
@@ -156,7 +159,8 @@ class Supervisor:
             await self._spawn(child)
 
     async def _probe_loop(self) -> None:
-        """Ask every live process whether it serves: gRPC health for backends, /_healthz for frontends."""
+        """Ask every live process whether it serves: gRPC health for backends, /_healthz for frontends,
+        /_readyz for the observatory."""
         while not self.stopping:
             live = [c for c in self.children if c.pid is not None]
             await asyncio.gather(*(self._probe(c) for c in live))
@@ -180,6 +184,8 @@ class Supervisor:
                 stub = health_pb2_grpc.HealthStub(channel)
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
                 state = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            elif plan.kind == "observatory":
+                state = await self._observatory_state(plan.address)
             else:
                 path = "/v1/health" if plan.kind == "registry" else "/_healthz"
                 response = await self._http.get(f"http://{plan.address}{path}")
@@ -188,6 +194,21 @@ class Supervisor:
             state = "starting" if child.serving_since is None else "unreachable"
         if child.pid is not None and not self.stopping:
             self._set_state(child, state)
+
+    async def _observatory_state(self, address: str) -> str:
+        """SERVING, or `DEGRADED (read-only: disk full)` while its store takes no spans (from /_readyz)."""
+        response = await self._http.get(f"http://{address}/_readyz")
+        if response.status_code == 200:
+            return "SERVING"
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("status") == "DEGRADED":
+            return f"DEGRADED ({body.get('store', 'store not writable')})"
+        if isinstance(body, dict) and body.get("status") == "STOPPING":
+            return "stopping"
+        return f"HTTP {response.status_code}"
 
     async def wait_ready(self, timeout: float, which: Callable[[Child], bool] = lambda c: True) -> bool:
         """Wait until every selected process is ready; False on timeout or shutdown."""

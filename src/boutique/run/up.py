@@ -17,10 +17,18 @@ import httpx
 from rich.console import Console, Group
 from rich.live import Live
 
-from boutique.run.plan import UpOptions, build_plan, parse_observatory_ports, parse_replicas
+from boutique.run.plan import (
+    UpOptions,
+    build_plan,
+    check_replicas_against_external,
+    external_services,
+    parse_observatory_ports,
+    parse_replicas,
+)
 from boutique.run.ports import PortBusy, ensure_free
-from boutique.run.status import event_line, load_summary, table
+from boutique.run.status import event_line, external_line, load_summary, table
 from boutique.run.supervisor import Child, Supervisor
+from boutique.shop.services import SERVICES
 
 STATE_FILE = "up.json"
 
@@ -29,6 +37,8 @@ def run_up(args: argparse.Namespace) -> int:
     """Validate the options, then supervise every process until SIGINT/SIGTERM."""
     try:
         replicas = parse_replicas(args.replicas)
+        external = external_services(os.environ)
+        check_replicas_against_external(replicas, external)
         if not 1 <= args.frontend_port <= 65535:
             raise ValueError(f"--frontend-port {args.frontend_port} is not a port number")
         if args.users < 1 or args.spawn_rate <= 0:
@@ -69,6 +79,7 @@ def run_up(args: argparse.Namespace) -> int:
         registry_port=args.registry_port,
         redis=redis,
         observatory_ports=observatory_ports,
+        external=external,
     )
     live = sys.stdout.isatty() and not args.plain
     try:
@@ -77,8 +88,14 @@ def run_up(args: argparse.Namespace) -> int:
         return 130
 
 
-def write_state(path: Path, supervisor: Supervisor, url: str, observatory: str | None = None) -> None:
-    """Write up.json: the URL and every process (pid, address, state), for people and tools."""
+def write_state(
+    path: Path,
+    supervisor: Supervisor,
+    url: str,
+    observatory: str | None = None,
+    external: dict[str, str] | None = None,
+) -> None:
+    """Write up.json: the URL, every process (pid, address, state) and the services pinned elsewhere."""
     state = {
         "pid": os.getpid(),
         "frontend_url": url,
@@ -95,6 +112,10 @@ def write_state(path: Path, supervisor: Supervisor, url: str, observatory: str |
                 "log": str(supervisor.log_dir / f"{c.plan.instance}.log"),
             }
             for c in supervisor.children
+        ],
+        "external": [
+            {"service": name, "address": address, "variable": SERVICES[name].address_variable}
+            for name, address in (external or {}).items()
         ],
     }
     tmp = path.with_suffix(".tmp")
@@ -142,7 +163,7 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
         if not live:
             print(event_line(child), flush=True)
         if state_path.parent.exists():
-            write_state(state_path, supervisor, url, options.observatory_url)
+            write_state(state_path, supervisor, url, options.observatory_url, options.external)
 
     async def forget(child: Child) -> None:
         """A process that died cannot deregister itself: do it for it, so callers stop at once."""
@@ -161,8 +182,11 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
         summary = load_summary(options.data_dir / "loadgen") if options.load else None
         if summary:
             lines.append(summary)
-        return table(supervisor.children, "Boutique", lines)
+        return table(supervisor.children, "Boutique", lines, options.external)
 
+    if not live:
+        for name, address in options.external.items():
+            print(external_line(name, address), flush=True)
     with (
         Live(get_renderable=view, console=console, refresh_per_second=2, transient=False)
         if live
@@ -196,6 +220,6 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
         if load is not None:
             load.cancel()
         await supervisor.stop()
-    write_state(state_path, supervisor, url, options.observatory_url)
+    write_state(state_path, supervisor, url, options.observatory_url, options.external)
     print("Boutique stopped: every process has exited.", flush=True)
     return 0

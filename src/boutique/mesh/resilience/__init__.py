@@ -1,4 +1,5 @@
-"""Resilience primitives of the mesh, pure logic: circuit breaker, retry budget, bulkhead and backoff."""
+"""Resilience primitives of the mesh, pure logic: circuit breaker, retry budget, bulkhead, backoff and the
+adaptive concurrency limiter."""
 
 from boutique.mesh.resilience.backoff import full_jitter
 from boutique.mesh.resilience.breaker import (
@@ -14,6 +15,13 @@ from boutique.mesh.resilience.breaker import (
 )
 from boutique.mesh.resilience.budget import RetryBudget
 from boutique.mesh.resilience.bulkhead import Bulkhead, BulkheadFullError, BulkheadSlot
+from boutique.mesh.resilience.limiter import (
+    ConcurrencyLimiter,
+    FixedLimit,
+    GradientLimit,
+    Limit,
+    LimiterSettings,
+)
 
 __all__ = [
     "BreakerConfig",
@@ -23,7 +31,12 @@ __all__ = [
     "BulkheadFullError",
     "BulkheadSlot",
     "CircuitBreaker",
+    "ConcurrencyLimiter",
     "CountWindow",
+    "FixedLimit",
+    "GradientLimit",
+    "Limit",
+    "LimiterSettings",
     "OutcomeWindow",
     "Permit",
     "RetryBudget",

@@ -342,6 +342,7 @@ class CircuitBreaker:
         self._count_window = self._window if isinstance(self._window, CountWindow) else None
         self._wait = self.config.wait_open
         self._open_until = 0.0
+        self._early_probe_used = False
         self._half_open_in_flight = 0
         self._half_open_successes = 0
         self._in_flight = 0
@@ -550,6 +551,7 @@ class CircuitBreaker:
             if old is BreakerState.HALF_OPEN:
                 self._wait = min(self._wait * 2, self.config.wait_open_max)
             self._open_until = now + self._wait
+            self._early_probe_used = old is BreakerState.HALF_OPEN and self._early_probe_used
         if new is BreakerState.CLOSED:
             self._wait = self.config.wait_open
         self._window.clear()
@@ -559,6 +561,21 @@ class CircuitBreaker:
         self._half_open_successes = 0
         self._transitions[(old, new)] += 1
         return Transition(self.name, old, new)
+
+    def probe_succeeded(self) -> bool:
+        """An out-of-band health probe found the dependency answering again: end the open wait now.
+
+        An OPEN breaker lets its half-open probe calls in at once instead of after the rest of its
+        wait, so a dependency that comes back is used again within a probe interval. Only once per
+        open period: a dependency that answers health checks but still fails calls (or is slow)
+        opens again and then sits out its whole, growing wait. True when the wait was cut short.
+        """
+        with self._lock:
+            if self._state is not BreakerState.OPEN or self._early_probe_used:
+                return False
+            self._early_probe_used = True
+            self._open_until = min(self._open_until, self._clock())
+            return True
 
     # ---- operators ---------------------------------------------------------------------------
 

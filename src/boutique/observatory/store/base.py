@@ -112,6 +112,31 @@ class RedPoint:
     quantiles: dict[float, float]  # quantile → latency in ms
 
 
+@dataclass(frozen=True)
+class WriteState:
+    """Whether the store takes writes now; when not, why, since when, and the storage engine's own words."""
+
+    writable: bool = True
+    reason: str = ""  # "disk full", "read-only file system", "write failed" when not writable
+    error: str = ""  # the first error that made it read-only, verbatim
+    since: float | None = None  # Unix time writes began to fail
+    reopens: int = 0  # times the database was reopened since the process started
+    waiting: str = ""  # what recovery waits for, when it knows (e.g. free space for a checkpoint)
+
+    @property
+    def summary(self) -> str:
+        """`writable`, or `read-only: <reason>` (what health answers and `boutique up` shows)."""
+        return "writable" if self.writable else f"read-only: {self.reason}"
+
+
+class StoreReadOnly(Exception):
+    """The store takes no writes now (see `WriteState`); reads still work. Retryable."""
+
+
+class StoreBroken(Exception):
+    """The store can be neither written nor reopened: the process should exit and be restarted."""
+
+
 class Store(Protocol):
     """Where spans go and where queries read them; appends come from one writer thread."""
 
@@ -162,6 +187,17 @@ class Store(Protocol):
 
     def stats(self) -> dict[str, int]:
         """Spans stored and bytes used."""
+        ...
+
+    def write_state(self) -> WriteState:
+        """Whether appends can succeed now (cheap: no I/O)."""
+        ...
+
+    def recover(self) -> WriteState:
+        """While read-only: probe whether writes work again and reopen if need be; the state after.
+
+        Raises `StoreBroken` when the store cannot be reopened at all.
+        """
         ...
 
     def close(self) -> None:

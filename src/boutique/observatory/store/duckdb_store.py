@@ -6,17 +6,23 @@ columns (service, operation, kind, times, status and the 256-bit tag signature, 
 candidate spans newest first without reading a span body; then the candidates' traces are fetched
 through the index and every tag condition is checked exactly on the decoded spans, so each operator
 works on the verbatim bodies the store keeps.
+
+When the disk fills, the store turns read-only instead of failing for good: a write the storage
+refuses marks it so (`write_state`), and when DuckDB has invalidated the database (a failed checkpoint
+does that) every connection is closed and the file reopened, read-write if it can be, else read-only,
+so queries go on answering from what is stored. `recover` probes until writes work again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -24,7 +30,26 @@ import numpy as np
 from boutique.observatory import tagsig
 from boutique.observatory.decode import span_from_row
 from boutique.observatory.model import BATCH_COLUMNS, KIND_NUMBERS, STATUS_ERROR, Span, SpanBatch
-from boutique.observatory.store.base import Dependency, RedPoint, TagCondition, TraceQuery
+from boutique.observatory.store.base import (
+    Dependency,
+    RedPoint,
+    StoreBroken,
+    StoreReadOnly,
+    TagCondition,
+    TraceQuery,
+    WriteState,
+)
+from boutique.observatory.store.disk import (
+    failure_reason,
+    free_bytes,
+    is_invalidated,
+    is_write_failure,
+    probe_write,
+)
+from boutique.observatory.store.gate import Gate
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -66,6 +91,11 @@ ROW = ", ".join(BATCH_COLUMNS)
 CANDIDATE_PAGE = 2000  # candidate spans (narrow columns) read per step of a search
 FIRST_WINDOW_US = 15 * 60 * 1_000_000  # the newest start-time window a search looks at first
 SPECIAL_TAGS = ("error", "span.kind", "otel.status_code")
+# Free space wanted beyond the write-ahead log before a read-only store tries a checkpoint again: a
+# checkpoint that runs out of space invalidates the database, and each reopen replays the whole log.
+CHECKPOINT_HEADROOM = 4 << 20
+# Failed recoveries that a full disk does not explain before the store gives up (the process exits).
+UNEXPLAINED_FAILURES = 10
 
 
 def _decided_in_sql(tag: TagCondition) -> bool:
@@ -96,6 +126,7 @@ class DuckDBStore:
         retention: Retention | None = None,
         memory_limit: str = "128MB",
         threads: int = 2,
+        checkpoint_threshold: str = "256MB",
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,22 +134,182 @@ class DuckDBStore:
         self.memory_limit = memory_limit
         # Checkpoints are few and large (retention forces one every time it runs): each rewrites row
         # groups, so small ones cost ingest more than the write-ahead log they save.
-        config: dict[str, str | bool | int | float | list[str]] = {
+        self._config: dict[str, str | bool | int | float | list[str]] = {
             "memory_limit": memory_limit,
             "threads": threads,
-            "checkpoint_threshold": "256MB",
+            "checkpoint_threshold": checkpoint_threshold,
         }
-        self._db = duckdb.connect(str(self.path), config=config)
-        self._db.execute(SCHEMA).fetchall()
+        self._write_lock = threading.Lock()  # the writer connection, the write state, reopening
+        self._gate = Gate()  # queries on cursors versus closing them all
+        self._local = threading.local()  # this thread's cursor and the generation it belongs to
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._generation = 0  # bumped at every reopen: cursors of an older one are closed
+        self._state = WriteState()
+        self._read_only = False
+        self._broken: str | None = None
+        self._unexplained = 0
+        self._closed = False
+        self._db = self._open_first()
         columns = {row[1] for row in self._db.execute("PRAGMA table_info('spans')").fetchall()}
         if not set(SIGNATURE_COLUMNS) <= columns:
             self._db.close()
             raise ValueError(f"{self.path} holds spans in an older layout: move it away to start afresh")
-        self._write_lock = threading.Lock()
         self._span_range: tuple[int, int] | None = None  # oldest and newest start stored (for windows)
         self._refresh_span_range()
-        self._local = threading.local()
-        self._closed = False
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(self.path), read_only=read_only, config=self._config)
+
+    def _open_first(self) -> duckdb.DuckDBPyConnection:
+        """Open read-write; an existing file the storage will not let us write is opened read-only."""
+        try:
+            db = self._connect(read_only=False)
+        except duckdb.Error as exc:
+            if not self.path.exists() or not is_write_failure(exc):
+                raise
+            try:
+                db = self._connect(read_only=True)
+            except duckdb.Error:
+                raise exc from None
+            self._read_only = True
+            self._mark_read_only(exc)
+            return db
+        try:
+            db.execute(SCHEMA).fetchall()
+        except duckdb.Error:
+            db.close()
+            raise
+        return db
+
+    # ---- write state -------------------------------------------------------------------------
+
+    def write_state(self) -> WriteState:
+        """Whether appends can succeed now (no I/O)."""
+        return self._state
+
+    def _mark_read_only(self, exc: BaseException) -> None:
+        """Record the first write failure (reason, DuckDB's words, time); later ones keep it."""
+        if not self._state.writable:
+            return
+        text = str(exc)
+        self._state = replace(
+            self._state, writable=False, reason=failure_reason(text), error=text, since=time.time()
+        )
+        log.error("the store takes no writes now", extra={"reason": self._state.reason, "error": text})
+
+    def _write_failed(self, exc: duckdb.Error) -> StoreReadOnly:
+        """Turn read-only after a refused write, reopening an invalidated database; the error to raise.
+
+        Called with the write lock held.
+        """
+        self._mark_read_only(exc)
+        if is_invalidated(exc):
+            self._reopen()
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreReadOnly(f"the store is {self._state.summary}: {first_line}")
+
+    def _reopen(self) -> None:
+        """Close every connection and open the file again: read-write if it can be, else read-only.
+
+        Raises `StoreBroken` when it cannot be opened at all. Called with the write lock held.
+        """
+        with self._gate.exclusive():
+            self._close_connections()
+            try:
+                self._db, self._read_only = self._connect(read_only=False), False
+            except duckdb.Error as exc:
+                try:
+                    self._db, self._read_only = self._connect(read_only=True), True
+                except duckdb.Error as again:
+                    self._broken = f"cannot reopen {self.path}: {exc}; nor read-only: {again}"
+                    raise StoreBroken(self._broken) from again
+            self._generation += 1
+            self._state = replace(self._state, reopens=self._state.reopens + 1)
+        log.warning(
+            "reopened the store", extra={"read_only": self._read_only, "reopens": self._state.reopens}
+        )
+
+    def _close_connections(self) -> None:
+        """Close the writer connection and every query cursor (called inside the exclusive gate)."""
+        for cursor in self._cursors:
+            with contextlib.suppress(duckdb.Error):
+                cursor.close()
+        self._cursors.clear()
+        with contextlib.suppress(duckdb.Error):
+            self._db.close()
+
+    def recover(self) -> WriteState:
+        """While read-only: if the file system takes writes and has room, checkpoint; writable on success.
+
+        A checkpoint folds the write-ahead log into the file, which is what a full disk stopped, so one
+        that succeeds proves the store writable again. Raises `StoreBroken` when the file cannot be
+        reopened, or when recovery keeps failing for a reason other than a full disk.
+        """
+        with self._write_lock:
+            if self._broken:
+                raise StoreBroken(self._broken)
+            if self._state.writable:
+                return self._state
+            if not self._room_to_checkpoint():
+                return self._state
+            self._state = replace(self._state, waiting="")
+            try:
+                if self._read_only:
+                    self._reopen()
+                if self._read_only:
+                    self._unexplained += 1
+                else:
+                    self._db.execute("CHECKPOINT").fetchall()
+            except duckdb.Error as exc:
+                self._write_failed(exc)
+                if failure_reason(str(exc)) != "disk full":
+                    self._unexplained += 1
+                self._give_up_after_unexplained(exc)
+                return self._state
+            if self._read_only:
+                self._give_up_after_unexplained(None)
+                return self._state
+            took = time.time() - (self._state.since or time.time())
+            self._state = WriteState(reopens=self._state.reopens)
+            self._unexplained = 0
+            log.warning("the store takes writes again", extra={"read_only_seconds": round(took, 1)})
+            return self._state
+
+    def _give_up_after_unexplained(self, exc: BaseException | None) -> None:
+        if self._unexplained >= UNEXPLAINED_FAILURES:
+            self._broken = (
+                f"{self.path} stays unwritable with room on the disk: {exc or 'opens read-only only'}"
+            )
+            raise StoreBroken(self._broken)
+
+    def _room_to_checkpoint(self) -> bool:
+        """Whether a small file can be written and the disk has room for the write-ahead log to move."""
+        try:
+            probe_write(self.path.parent)
+        except OSError as exc:
+            self._state = replace(self._state, waiting=f"the data directory refuses writes: {exc.strerror}")
+            return False
+        try:
+            row = self._one(self._db, "SELECT free_blocks * block_size FROM pragma_database_size()")
+            reusable = int(row[0]) if row and row[0] is not None else 0
+        except duckdb.Error:
+            reusable = 0
+        needed = max(0, self._wal_bytes() - reusable) + CHECKPOINT_HEADROOM
+        free = free_bytes(self.path.parent)
+        if free >= needed:
+            return True
+        self._state = replace(
+            self._state,
+            waiting=f"needs {needed / 2**20:.1f} MiB free to checkpoint, has {free / 2**20:.1f} MiB",
+        )
+        return False
+
+    def _wal_bytes(self) -> int:
+        wal = self.path.with_name(self.path.name + ".wal")
+        try:
+            return wal.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -142,21 +333,33 @@ class DuckDBStore:
         for index, name in enumerate(SIGNATURE_COLUMNS):
             incoming[name] = np.ascontiguousarray(signature[:, index])
         with self._write_lock:
-            self._db.register("incoming_spans", incoming)
+            if not self._state.writable:
+                raise StoreReadOnly(f"the store is {self._state.summary}")
             try:
-                names = ", ".join(incoming)
-                self._db.execute(f"INSERT INTO spans ({names}) SELECT {names} FROM incoming_spans").fetchall()
-            except duckdb.OutOfMemoryException as exc:
-                raise MemoryError(
-                    f"the store needs more than its memory limit of {self.memory_limit} (its trace-id index "
-                    "takes about 50 MB per million traces): raise --memory-limit or lower --max-size"
-                ) from exc
-            finally:
-                self._db.unregister("incoming_spans")
+                self._insert(incoming)
+            except duckdb.Error as exc:
+                if is_write_failure(exc):
+                    raise self._write_failed(exc) from exc
+                if isinstance(exc, duckdb.OutOfMemoryException):
+                    raise MemoryError(
+                        f"the store needs more than its memory limit of {self.memory_limit} (its trace-id "
+                        "index takes about 50 MB per million traces): raise --memory-limit or lower --max-size"
+                    ) from exc
+                raise
             low, high = min(batch.start_us), max(batch.start_us)
             if self._span_range is not None:
                 low, high = min(low, self._span_range[0]), max(high, self._span_range[1])
             self._span_range = (low, high)
+
+    def _insert(self, incoming: dict[str, np.ndarray]) -> None:
+        """One INSERT of the registered columns (committed, or an error, when it returns)."""
+        self._db.register("incoming_spans", incoming)
+        try:
+            names = ", ".join(incoming)
+            self._db.execute(f"INSERT INTO spans ({names}) SELECT {names} FROM incoming_spans").fetchall()
+        finally:
+            with contextlib.suppress(duckdb.Error):  # an invalidated connection refuses this too
+                self._db.unregister("incoming_spans")
 
     def _refresh_span_range(self) -> None:
         """Read the oldest and newest stored start (after opening, after retention)."""
@@ -170,32 +373,40 @@ class DuckDBStore:
         space only as whole row groups empty, so the size cut is repeated (at most three times) while
         it still shrinks the file's used blocks.
         """
-        now_us = int(time.time() * 1_000_000) if now_us is None else now_us
-        limit = self.retention.max_bytes
         with self._write_lock:
-            db = self._db
-            before = self._count(db)
-            db.execute(
-                "DELETE FROM spans WHERE start_us < ?", [now_us - self.retention.max_age_us]
-            ).fetchall()
+            if not self._state.writable:
+                return 0  # deleting needs the log and the checkpoint needs room: wait for recovery
+            try:
+                return self._enforce_retention(int(time.time() * 1_000_000) if now_us is None else now_us)
+            except duckdb.Error as exc:
+                if is_write_failure(exc):
+                    raise self._write_failed(exc) from exc
+                raise
+
+    def _enforce_retention(self, now_us: int) -> int:
+        """The cut itself (called with the write lock held)."""
+        limit = self.retention.max_bytes
+        db = self._db
+        before = self._count(db)
+        db.execute("DELETE FROM spans WHERE start_us < ?", [now_us - self.retention.max_age_us]).fetchall()
+        db.execute("CHECKPOINT").fetchall()
+        used = self._used_bytes(db)
+        for _ in range(3):
+            if used <= limit:
+                break
+            # Aim a tenth below the limit so the next check does not cut again at once.
+            share = min(1.0, 1.0 - (limit * 0.9) / used)
+            cut = self._one(db, "SELECT quantile_disc(start_us, ?) FROM spans", [share])
+            if not cut or cut[0] is None:
+                break
+            db.execute("DELETE FROM spans WHERE start_us <= ?", [cut[0]]).fetchall()
             db.execute("CHECKPOINT").fetchall()
-            used = self._used_bytes(db)
-            for _ in range(3):
-                if used <= limit:
-                    break
-                # Aim a tenth below the limit so the next check does not cut again at once.
-                share = min(1.0, 1.0 - (limit * 0.9) / used)
-                cut = self._one(db, "SELECT quantile_disc(start_us, ?) FROM spans", [share])
-                if not cut or cut[0] is None:
-                    break
-                db.execute("DELETE FROM spans WHERE start_us <= ?", [cut[0]]).fetchall()
-                db.execute("CHECKPOINT").fetchall()
-                shrunk, used = used, self._used_bytes(db)
-                if used >= shrunk:
-                    break
-            dropped = before - self._count(db)
-            if dropped:
-                self._refresh_span_range()
+            shrunk, used = used, self._used_bytes(db)
+            if used >= shrunk:
+                break
+        dropped = before - self._count(db)
+        if dropped:
+            self._refresh_span_range()
         return dropped
 
     @staticmethod
@@ -211,20 +422,38 @@ class DuckDBStore:
     def _used_bytes(self, con: duckdb.DuckDBPyConnection) -> int:
         """Blocks in use by the database plus its write-ahead log not yet checkpointed."""
         row = self._one(con, "SELECT used_blocks * block_size FROM pragma_database_size()")
-        wal = self.path.with_name(self.path.name + ".wal")
-        return (int(row[0]) if row else 0) + (wal.stat().st_size if wal.exists() else 0)
+        return (int(row[0]) if row else 0) + self._wal_bytes()
 
     # ---- reading -----------------------------------------------------------------------------
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """A connection of this thread's own (DuckDB connections are not shared across threads)."""
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is None:
-            cursor = self._local.cursor = self._db.cursor()
+        """A connection of this thread's own (DuckDB connections are not shared across threads), on the
+        database as last opened (called inside the shared gate)."""
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            local.cursor, local.generation = self._db.cursor(), self._generation
+            self._cursors.append(local.cursor)
+        cursor: duckdb.DuckDBPyConnection = local.cursor
         return cursor
 
+    def _read(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run a query on this thread's cursor; once more after a reopen if DuckDB invalidated the database."""
+        with self._gate.shared():
+            generation = self._generation
+            try:
+                return work(self._cursor())
+            except duckdb.Error as exc:
+                if not is_invalidated(exc):
+                    raise
+                failure = exc
+        with self._write_lock:
+            if self._generation == generation and not self._broken:
+                self._write_failed(failure)
+        with self._gate.shared():
+            return work(self._cursor())
+
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._cursor().execute(sql, list(params)).fetchall()
+        return self._read(lambda cursor: cursor.execute(sql, list(params)).fetchall())
 
     def services(self) -> list[str]:
         """Every service with stored spans, sorted."""
@@ -496,8 +725,7 @@ class DuckDBStore:
 
     def stats(self) -> dict[str, int]:
         """Spans stored and bytes used by the file."""
-        cursor = self._cursor()
-        return {"spans": self._count(cursor), "bytes": self._used_bytes(cursor)}
+        return self._read(lambda cursor: {"spans": self._count(cursor), "bytes": self._used_bytes(cursor)})
 
     def sample_trace_ids(self, count: int) -> list[bytes]:
         """Ids of up to `count` stored traces picked at random (benchmarks, spot checks)."""
@@ -505,10 +733,13 @@ class DuckDBStore:
         return [bytes(r[0]) for r in rows]
 
     def close(self) -> None:
-        """Checkpoint and close the database."""
+        """Checkpoint (unless read-only: a failed checkpoint would only invalidate it) and close the database."""
         if self._closed:
             return
         self._closed = True
-        with self._write_lock, contextlib.suppress(duckdb.Error):
-            self._db.execute("CHECKPOINT").fetchall()
-        self._db.close()
+        with self._write_lock:
+            if self._state.writable and not self._read_only:
+                with contextlib.suppress(duckdb.Error):
+                    self._db.execute("CHECKPOINT").fetchall()
+            with self._gate.exclusive():
+                self._close_connections()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.proto import demo_pb2_grpc as pb_grpc
 from boutique.shop.rpc import ShopClient
@@ -15,9 +17,13 @@ class CartClient(ShopClient):
     stub_type = pb_grpc.CartServiceStub
     idempotent = frozenset({"GetCart", "EmptyCart"})
 
-    async def add_item(self, user_id: str, product_id: str, quantity: int) -> None:
+    async def add_item(self, user_id: str, product_id: str, quantity: int, add_id: str | None = None) -> None:
+        """Add to the cart once: the call carries an idempotency key (`add_id`, fresh when None), so the
+        mesh may retry it on another replica and the cart still adds only once."""
         item = pb.CartItem(product_id=product_id, quantity=quantity)
-        await self._call("AddItem", pb.AddItemRequest(user_id=user_id, item=item))
+        metadata = (("idempotency-key", add_id or uuid.uuid4().hex),)
+        request = pb.AddItemRequest(user_id=user_id, item=item)
+        await self._call("AddItem", request, metadata=metadata, idempotent=True)
 
     async def get_cart(self, user_id: str) -> list[pb.CartItem]:
         return list((await self._call("GetCart", pb.GetCartRequest(user_id=user_id))).items)

@@ -1,4 +1,11 @@
-"""gRPC face of the cart: decode, call CartService, encode; closes the store on stop."""
+"""gRPC face of the cart: decode, call CartService, encode; closes the store on stop.
+
+Health stays SERVING while Redis is unreachable. Every replica shares the one Redis, so taking them
+out of rotation (what NOT_SERVING asks of health checkers and load balancers) finds callers no better
+replica; it only swaps the precise "cart store (redis …) unavailable" answer for no answer, and would
+flap through every sub-second Redis restart. Each call reports the outage itself (UNAVAILABLE, naming
+Redis), and the log says when Redis stops and starts answering.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.rpc import binding, run_server
 
 SERVICE = "cart"
+IDEMPOTENCY_KEY = "idempotency-key"  # metadata naming one AddItem, so a retry of it does not add twice
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +33,9 @@ class CartServicer:
         self.service = service
 
     async def AddItem(self, request: pb.AddItemRequest, context: grpc.aio.ServicerContext) -> pb.Empty:
-        await self.service.add_item(request.user_id, request.item.product_id, request.item.quantity)
+        add_id = dict(context.invocation_metadata() or ()).get(IDEMPOTENCY_KEY)
+        item = request.item
+        await self.service.add_item(request.user_id, item.product_id, item.quantity, add_id)
         return pb.Empty()
 
     async def GetCart(self, request: pb.GetCartRequest, context: grpc.aio.ServicerContext) -> pb.Cart:
@@ -53,7 +63,10 @@ async def serve() -> None:
         RedisInstrumentor().instrument()
     store = store_from_env()
     if isinstance(store, RedisCartStore):
-        log.info("cart store: redis", extra={"redis_address": store.address})
+        log.info(
+            "cart store: redis",
+            extra={"redis_address": store.address, "max_connections": store.link.max_connections},
+        )
     else:
         log.info("cart store: memory (carts are lost on restart; set REDIS_ADDR to keep them)")
     await run_server(SERVICE, bindings(store), on_stop=store.close)

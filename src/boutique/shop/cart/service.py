@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from boutique.shop.cart.store import CartStore, LineLimitExceeded
+from boutique.mesh import deadline
+from boutique.shop.cart.store import AddIdReused, CartStore, LineLimitExceeded
 from boutique.shop.errors import InvalidArgument
 
 CART_ADDS = Counter("boutique_shop_cart_adds", "Add-to-cart operations that succeeded.")
@@ -20,6 +22,7 @@ MAX_PRODUCT_ID_LENGTH = 64
 MIN_ADD_QUANTITY = 1
 MAX_ADD_QUANTITY = 10
 MAX_LINE_QUANTITY = 99
+MAX_ADD_ID_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ def _check_id(value: str, field: str, max_length: int) -> None:
         raise InvalidArgument(f"{field} longer than {max_length} characters")
 
 
+def _check_add_id(add_id: str) -> None:
+    """InvalidArgument unless the add id is 1..128 printable ASCII characters."""
+    if not 0 < len(add_id) <= MAX_ADD_ID_LENGTH or not add_id.isascii() or not add_id.isprintable():
+        raise InvalidArgument(f"add id must be 1 to {MAX_ADD_ID_LENGTH} printable ASCII characters")
+
+
 class CartService:
     """Carts keyed by user id; adding a product already in the cart raises its quantity."""
 
@@ -45,20 +54,30 @@ class CartService:
         self.store = store
         self.max_line_quantity = max_line_quantity
 
-    async def add_item(self, user_id: str, product_id: str, quantity: int) -> int:
-        """Add 1..10 of a product; returns the line's new quantity, capped at `max_line_quantity`."""
+    async def add_item(self, user_id: str, product_id: str, quantity: int, add_id: str | None = None) -> int:
+        """Add 1..10 of a product; returns the line's new quantity, capped at `max_line_quantity`.
+
+        The add is applied once per `add_id` (the caller's idempotency key; a fresh one when None), so
+        it can be retried after a lost answer without adding twice.
+        """
         _check_id(user_id, "user_id", MAX_USER_ID_LENGTH)
         _check_id(product_id, "product_id", MAX_PRODUCT_ID_LENGTH)
         if not MIN_ADD_QUANTITY <= quantity <= MAX_ADD_QUANTITY:
             raise InvalidArgument(
                 f"quantity {quantity} out of range: add {MIN_ADD_QUANTITY} to {MAX_ADD_QUANTITY} at a time"
             )
+        if add_id is None:
+            add_id = uuid.uuid4().hex
+        _check_add_id(add_id)
+        deadline.check("add to the cart")  # the caller gave up: change nothing on its behalf
         try:
-            new_total = await self.store.add(user_id, product_id, quantity, self.max_line_quantity)
+            new_total = await self.store.add(user_id, product_id, quantity, self.max_line_quantity, add_id)
         except LineLimitExceeded:
             raise InvalidArgument(
                 f"quantity of {product_id!r} would exceed {self.max_line_quantity} per cart line"
             ) from None
+        except AddIdReused:
+            raise InvalidArgument(f"add id {add_id!r} was already used for another add") from None
         CART_ADDS.inc()
         CART_ITEMS_ADDED.inc(quantity)
         log.debug("cart item added", extra={"product_id": product_id, "quantity": quantity})
@@ -73,4 +92,5 @@ class CartService:
     async def empty_cart(self, user_id: str) -> None:
         """Remove every line of the user's cart."""
         _check_id(user_id, "user_id", MAX_USER_ID_LENGTH)
+        deadline.check("empty the cart")
         await self.store.empty(user_id)

@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Protocol
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from boutique.shop.cart.redis_link import (
+    DEFAULT_MAX_CONNECTIONS,
+    SOCKET_TIMEOUT_SECONDS,
+    RedisLink,
+    max_connections_from_env,
+)
 
-from boutique.shop.errors import FailedPrecondition
-
-REDIS_TIMEOUT_SECONDS = 1.0
 KEY_PREFIX = "cart:"
+ADD_PREFIX = "cart-add:"
+ADDS_REMEMBERED_SECONDS = 600  # how long Redis remembers an add id (retries come within seconds)
+ADDS_REMEMBERED_IN_MEMORY = 10_000
 
-# Add to a line only when the new total stays within the cap; returns the new total, or -1 when over.
-_ADD_CAPPED = """
+_LINE_LIMIT = -1
+_ADD_ID_REUSED = -2
+
+# Apply one add (KEYS[2] names it) at most once: a repeat returns the total the add produced. A new add
+# raises the line only while it stays within the cap (-1 when over); an add id already used for another
+# product or quantity is -2. The cart line and the add's record change together or not at all.
+_ADD_ONCE = """
+local seen = redis.call('HMGET', KEYS[2], 'product', 'quantity', 'total')
+if seen[1] then
+  if seen[1] ~= ARGV[1] or seen[2] ~= ARGV[2] then
+    return -2
+  end
+  return tonumber(seen[3])
+end
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if current + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
   return -1
 end
-return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+local total = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'product', ARGV[1], 'quantity', ARGV[2], 'total', total)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return total
 """
 
 
@@ -29,11 +47,16 @@ class LineLimitExceeded(Exception):
     """Adding would push a line past the store's per-line cap."""
 
 
-class CartStore(Protocol):
-    """Carts as user id -> {product id: quantity}; adds are atomic per line."""
+class AddIdReused(Exception):
+    """An add id already named an add of another product or quantity for this user."""
 
-    async def add(self, user_id: str, product_id: str, quantity: int, limit: int) -> int:
-        """Add to a line and return its new quantity; LineLimitExceeded when it would pass `limit`."""
+
+class CartStore(Protocol):
+    """Carts as user id -> {product id: quantity}; adds are atomic per line and applied once per add id."""
+
+    async def add(self, user_id: str, product_id: str, quantity: int, limit: int, add_id: str) -> int:
+        """Add to a line and return its new quantity; the same `add_id` again returns the same total
+        without adding. LineLimitExceeded when it would pass `limit`; AddIdReused for another add's id."""
         ...
 
     async def get(self, user_id: str) -> dict[str, int]:
@@ -50,18 +73,27 @@ class CartStore(Protocol):
 
 
 class MemoryCartStore:
-    """Carts in a dict of this process; lost on restart."""
+    """Carts in a dict of this process; lost on restart. Remembers the most recent adds by id."""
 
     def __init__(self) -> None:
         self._carts: dict[str, dict[str, int]] = {}
+        self._adds: OrderedDict[tuple[str, str], tuple[str, int, int]] = OrderedDict()
 
-    async def add(self, user_id: str, product_id: str, quantity: int, limit: int) -> int:
+    async def add(self, user_id: str, product_id: str, quantity: int, limit: int, add_id: str) -> int:
         """Add to a line; no await in between, so the check and the update are atomic."""
+        seen = self._adds.get((user_id, add_id))
+        if seen is not None:
+            if seen[:2] != (product_id, quantity):
+                raise AddIdReused(add_id)
+            return seen[2]
         lines = self._carts.setdefault(user_id, {})
         new_total = lines.get(product_id, 0) + quantity
         if new_total > limit:
             raise LineLimitExceeded(product_id)
         lines[product_id] = new_total
+        self._adds[(user_id, add_id)] = (product_id, quantity, new_total)
+        if len(self._adds) > ADDS_REMEMBERED_IN_MEMORY:
+            self._adds.popitem(last=False)
         return new_total
 
     async def get(self, user_id: str) -> dict[str, int]:
@@ -76,58 +108,52 @@ class MemoryCartStore:
         """Nothing to release."""
 
 
+def add_key(user_id: str, add_id: str) -> str:
+    """The Redis key remembering one add; the length prefix keeps every (user, add id) pair distinct."""
+    return f"{ADD_PREFIX}{len(user_id)}:{user_id}:{add_id}"
+
+
 class RedisCartStore:
     """One Redis hash per user (`cart:<user id>`, product id -> quantity); survives cart restarts.
 
-    Every Redis failure becomes FailedPrecondition so the caller gets a clear status, and the
-    client retries once without delay, which reconnects after Redis itself restarted.
+    Every command is safe to repeat (reads, DEL, and adds applied once per add id), so the link may retry
+    any of them after a lost connection; see RedisLink for the pool, the retries and the errors.
     """
 
-    def __init__(self, host: str, port: int, timeout: float = REDIS_TIMEOUT_SECONDS) -> None:
-        self.address = f"{host}:{port}"
-        self._redis = Redis(
-            host=host,
-            port=port,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-            decode_responses=True,
-        )
-        self._add_capped = self._redis.register_script(_ADD_CAPPED)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        socket_timeout: float = SOCKET_TIMEOUT_SECONDS,
+    ) -> None:
+        self.link = RedisLink(host, port, max_connections, socket_timeout)
+        self.address = self.link.address
+        self._add_once = self.link.redis.register_script(_ADD_ONCE)
 
-    def _unavailable(self, exc: RedisError) -> FailedPrecondition:
-        return FailedPrecondition(f"cart store unavailable: Redis at {self.address}: {exc}")
-
-    async def add(self, user_id: str, product_id: str, quantity: int, limit: int) -> int:
-        """HINCRBY the line inside a script that refuses to pass the cap."""
-        try:
-            new_total = int(
-                await self._add_capped(keys=[KEY_PREFIX + user_id], args=[product_id, quantity, limit])
-            )
-        except RedisError as exc:
-            raise self._unavailable(exc) from exc
-        if new_total < 0:
+    async def add(self, user_id: str, product_id: str, quantity: int, limit: int, add_id: str) -> int:
+        """HINCRBY the line inside a script that refuses to pass the cap and records the add."""
+        keys = [KEY_PREFIX + user_id, add_key(user_id, add_id)]
+        args: list[str | int] = [product_id, quantity, limit, ADDS_REMEMBERED_SECONDS]
+        new_total = int(await self.link.run(lambda: self._add_once(keys=keys, args=args)))
+        if new_total == _LINE_LIMIT:
             raise LineLimitExceeded(product_id)
+        if new_total == _ADD_ID_REUSED:
+            raise AddIdReused(add_id)
         return new_total
 
     async def get(self, user_id: str) -> dict[str, int]:
         """HGETALL of the user's hash."""
-        try:
-            lines = await self._redis.hgetall(KEY_PREFIX + user_id)
-        except RedisError as exc:
-            raise self._unavailable(exc) from exc
+        lines = await self.link.run(lambda: self.link.redis.hgetall(KEY_PREFIX + user_id))
         return {str(product_id): int(quantity) for product_id, quantity in lines.items()}
 
     async def empty(self, user_id: str) -> None:
         """DEL the user's hash."""
-        try:
-            await self._redis.delete(KEY_PREFIX + user_id)
-        except RedisError as exc:
-            raise self._unavailable(exc) from exc
+        await self.link.run(lambda: self.link.redis.delete(KEY_PREFIX + user_id))
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._redis.aclose()
+        await self.link.close()
 
 
 def parse_redis_address(text: str) -> tuple[str, int]:
@@ -139,9 +165,9 @@ def parse_redis_address(text: str) -> tuple[str, int]:
 
 
 def store_from_env() -> CartStore:
-    """Redis when REDIS_ADDR is set (host:port), else memory."""
+    """Redis when REDIS_ADDR is set (host:port; pool size from REDIS_MAX_CONNECTIONS), else memory."""
     address = os.environ.get("REDIS_ADDR", "").strip()
     if not address:
         return MemoryCartStore()
     host, port = parse_redis_address(address)
-    return RedisCartStore(host, port)
+    return RedisCartStore(host, port, max_connections_from_env())

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 import grpc
 
-from boutique.mesh import ServiceBinding
+from boutique.mesh import ProcessInfo, ServiceBinding
 from boutique.shop.cart.client import CartClient
 from boutique.shop.checkout.service import CheckoutService
+from boutique.shop.checkout.store import OrderJournal, Step, default_path
 from boutique.shop.currency.client import CurrencyClient
 from boutique.shop.email.client import EmailClient
 from boutique.shop.payment.client import PaymentClient
@@ -17,7 +20,11 @@ from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.rpc import binding, run_server
 from boutique.shop.shipping.client import ShippingClient
 
+log = logging.getLogger(__name__)
+
 SERVICE = "checkout"
+IDEMPOTENCY_KEY = "idempotency-key"
+RECOVERY_EVERY = 2.0
 
 
 class CheckoutServicer:
@@ -30,10 +37,37 @@ class CheckoutServicer:
         self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.PlaceOrderResponse:
         card = request.credit_card if request.HasField("credit_card") else None
+        key = dict(context.invocation_metadata() or ()).get(IDEMPOTENCY_KEY)
         order = await self.service.place_order(
-            request.user_id, request.user_currency, request.address, request.email, card
+            request.user_id,
+            request.user_currency,
+            request.address,
+            request.email,
+            card,
+            order_key=key if isinstance(key, str) else None,
         )
         return pb.PlaceOrderResponse(order=order)
+
+    async def GetOrder(
+        self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOrderResponse:
+        status = await self.service.order_status(request.order_key, request.user_id)
+        response = pb.GetOrderResponse(state=_STATES[status.step], message=status.message)
+        if status.order is not None:
+            response.order.CopyFrom(status.order)
+        return response
+
+
+_STATES = {
+    None: pb.ORDER_STATE_UNSPECIFIED,
+    Step.CLAIMED: pb.ORDER_STATE_PLACING,
+    Step.CHARGED: pb.ORDER_STATE_PLACING,
+    Step.SHIPPED: pb.ORDER_STATE_PLACING,
+    Step.PLACED: pb.ORDER_STATE_PLACED,
+    Step.FAILED: pb.ORDER_STATE_NOT_PLACED,
+    Step.VOIDED: pb.ORDER_STATE_NOT_PLACED,
+    Step.VOIDING: pb.ORDER_STATE_NOT_PLACED,
+}
 
 
 @dataclass(frozen=True)
@@ -59,10 +93,10 @@ class CheckoutClients:
             EmailClient.from_env(),
         )
 
-    def service(self) -> CheckoutService:
-        """A checkout that calls these clients."""
+    def service(self, journal: OrderJournal | None = None) -> CheckoutService:
+        """A checkout that calls these clients, journaling orders in `journal` (in memory by default)."""
         return CheckoutService(
-            self.catalog, self.cart, self.currency, self.shipping, self.payment, self.email
+            self.catalog, self.cart, self.currency, self.shipping, self.payment, self.email, journal
         )
 
     async def close(self) -> None:
@@ -76,7 +110,28 @@ def bindings(service: CheckoutService) -> list[ServiceBinding]:
     return [binding("CheckoutService", CheckoutServicer(service))]
 
 
+async def recover_forever(service: CheckoutService, every: float = RECOVERY_EVERY) -> None:
+    """Finish or undo orders left open by a checkout that died or stopped, at start and then periodically."""
+    while True:
+        try:
+            await service.recover()
+        except Exception:
+            log.exception("order recovery failed")
+        await asyncio.sleep(every)
+
+
 async def serve() -> None:
-    """Run the checkout until SIGTERM, then close the clients of its dependencies."""
+    """Run the checkout until SIGTERM (orders journaled on disk, open ones recovered), then close clients."""
+    info = ProcessInfo.from_env(SERVICE)
+    journal = OrderJournal(default_path(), owner=info.instance_id)
     clients = CheckoutClients.from_env()
-    await run_server(SERVICE, bindings(clients.service()), on_stop=clients.close)
+    service = clients.service(journal)
+    recovery = asyncio.create_task(recover_forever(service))
+
+    async def stop() -> None:
+        recovery.cancel()
+        await service.drain()
+        await clients.close()
+        journal.close()
+
+    await run_server(SERVICE, bindings(service), on_stop=stop, info=info)

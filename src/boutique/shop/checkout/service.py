@@ -1,4 +1,11 @@
-"""The checkout's domain logic: validate, price the cart, charge, ship, empty the cart, confirm."""
+"""The checkout's domain logic: validate, price the cart, charge, ship, empty the cart, confirm.
+
+An order is a saga with one commit point, the shipment. Each step is written to the order journal
+before the next begins. Before the shipment the caller's deadline governs: no charge or shipment
+starts once too little of it is left, and a charge whose order cannot go on is voided. After the
+shipment the order completes on checkout's own time (cart emptied, confirmation sent), even if the
+caller has gone. An order key (the `idempotency-key` of PlaceOrder) makes placing idempotent.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,18 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol
+from dataclasses import dataclass
+from typing import NoReturn, Protocol
 
 from opentelemetry import trace
 from prometheus_client import Counter
 
+from boutique.mesh import deadline
+from boutique.mesh.errors import DeadlineExceeded
 from boutique.shop import money
+from boutique.shop.checkout.store import Claim, OrderJournal, OrderRecord, Step
 from boutique.shop.email.service import mask_email, validate_email
-from boutique.shop.errors import InvalidArgument, ShopError, Unavailable
+from boutique.shop.errors import Aborted, InvalidArgument, ShopError, Unavailable
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.telemetry import tracer
 
@@ -28,7 +39,22 @@ REVENUE = Counter(
     ["currency"],
 )
 
+VOIDED = Counter("boutique_shop_orders_voided", "Orders given up after their charge, the charge voided.")
+RECOVERED = Counter(
+    "boutique_shop_orders_recovered",
+    "Orders another checkout left open (it died or stopped), finished or undone, by outcome.",
+    ["outcome"],
+)
+
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+MAX_KEY_LENGTH = 128
+# Before charging, at least this much of the caller's deadline must be left for the charge and the
+# shipment; otherwise the order is refused with nothing charged.
+TIME_TO_FINISH = 1.0
+# Undoing a charge and completing a shipped order run on checkout's own time, not the caller's.
+OWN_TIME = 5.0
+LEASE_MARGIN = 5.0
+DECLINED = "payment declined"
 
 
 class Catalog(Protocol):
@@ -80,6 +106,10 @@ class Payment(Protocol):
         """Charge the card once per idempotency key; returns a transaction id."""
         ...
 
+    async def refund(self, idempotency_key: str) -> tuple[bool, str]:
+        """Void the charge made under the key (or forbid one); (whether one was made, its transaction id)."""
+        ...
+
 
 class Email(Protocol):
     """The email service (EmailClient)."""
@@ -105,6 +135,21 @@ def validate_order_request(
         raise InvalidArgument("credit_card is missing")
 
 
+@dataclass(frozen=True)
+class OrderStatus:
+    """What became of an order key: the journal's step, the order when placed, and a message."""
+
+    step: Step | None  # None: no order under this key (for this shopper)
+    order: pb.OrderResult | None = None
+    message: str = ""
+
+
+def check_order_key(key: str) -> None:
+    """InvalidArgument unless the order key is 1..128 printable ASCII characters."""
+    if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise InvalidArgument(f"order key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
+
+
 def _detail(exc: ShopError, dependency: str) -> str:
     """The error's message without the 'service: ' prefix the clients add."""
     text = str(exc)
@@ -113,11 +158,14 @@ def _detail(exc: ShopError, dependency: str) -> str:
 
 @asynccontextmanager
 async def _depending_on(dependency: str) -> AsyncIterator[None]:
-    """Re-raise an Unavailable from inside the block as one that names the dependency."""
+    """Re-raise an Unavailable from inside the block as one that names the dependency (and its path)."""
     try:
         yield
     except Unavailable as exc:
-        raise Unavailable(f"{dependency} is unavailable: {_detail(exc, dependency)}") from exc
+        path = exc.dependency_path or (dependency,)
+        named = Unavailable(f"{dependency} is unavailable: {_detail(exc, dependency)}", path)
+        named.status, named.answered = exc.status, exc.answered
+        raise named from exc
 
 
 class CheckoutService:
@@ -131,6 +179,7 @@ class CheckoutService:
         shipping: Shipping,
         payment: Payment,
         email: Email,
+        journal: OrderJournal | None = None,
     ) -> None:
         self.catalog = catalog
         self.cart = cart
@@ -138,6 +187,10 @@ class CheckoutService:
         self.shipping = shipping
         self.payment = payment
         self.email = email
+        self.journal = journal or OrderJournal()
+        self._sagas: set[asyncio.Task[pb.OrderResult]] = set()
+
+    # ---- pricing (no side effects) ----------------------------------------------------------
 
     async def _convert(self, amount: pb.Money, user_currency: str) -> pb.Money:
         """The amount in the user's currency; an unknown currency is the request's fault."""
@@ -170,7 +223,9 @@ class CheckoutService:
             try:
                 return await self.payment.charge(amount, card, idempotency_key=order_id)
             except InvalidArgument as exc:
-                raise InvalidArgument(f"payment declined: {_detail(exc, 'payment')}") from exc
+                raise InvalidArgument(f"{DECLINED}: {_detail(exc, 'payment')}") from exc
+
+    # ---- placing ----------------------------------------------------------------------------
 
     async def place_order(
         self,
@@ -179,68 +234,252 @@ class CheckoutService:
         address: pb.Address,
         email: str,
         card: pb.CreditCardInfo | None,
+        order_key: str | None = None,
     ) -> pb.OrderResult:
-        """Run the whole checkout for the user's cart and return the order."""
+        """Place the user's cart as an order, once per order key, and return it.
+
+        A key already placed returns its order; a key being placed elsewhere is Aborted (its status
+        tells the outcome later). Without a key every call is a new order, as in Online Boutique.
+        """
         span = trace.get_current_span()
         span.add_event("request_start", {"app.user.currency": user_currency})
         validate_order_request(user_id, user_currency, address, email, card)
         assert card is not None
-        with tracer.start_as_current_span("checkout: get cart"):
-            async with _depending_on("cart"):
-                cart_items = await self.cart.get_cart(user_id)
-        if not cart_items:
-            raise InvalidArgument("cart is empty")
-
-        with tracer.start_as_current_span("checkout: price items") as step:
-            step.set_attribute("app.cart.items.count", len(cart_items))
-            order_items = await self._price_items(cart_items, user_currency)
-        with tracer.start_as_current_span("checkout: quote shipping"):
-            async with _depending_on("shipping"):
-                quote_usd = await self.shipping.get_quote(address, cart_items)
-            shipping_cost = await self._convert(quote_usd, user_currency)
-        total = money.total(
-            [money.multiply(line.cost, line.item.quantity) for line in order_items] + [shipping_cost],
-            user_currency,
+        if order_key is not None:
+            check_order_key(order_key)
+        key = order_key or f"unkeyed:{uuid.uuid4()}"
+        request = pb.PlaceOrderRequest(
+            user_id=user_id, user_currency=user_currency, address=address, email=email
         )
-        span.add_event("prepared", {"app.order.items.count": len(order_items)})
+        for _ in range(3):
+            order_id = str(uuid.uuid4())  # before the charge: it is the charge's idempotency key
+            left = deadline.remaining()
+            lease = (left if left is not None else 30.0) + LEASE_MARGIN
+            claim, record = await asyncio.to_thread(
+                self.journal.claim, key, order_id, user_id, request.SerializeToString(), lease
+            )
+            if claim is Claim.DONE:
+                assert record.result is not None
+                log.info("order repeated", extra={"order_id": record.order_id})
+                span.add_event("order_repeated", {"app.order.id": record.order_id})
+                return pb.OrderResult.FromString(record.result)
+            if claim is Claim.BUSY and record.step is Step.VOIDING:
+                raise Unavailable(  # its charge is being voided: payment is what has not answered
+                    "the last try of this order is still being undone; try again in a moment", ("payment",)
+                )
+            if claim is Claim.BUSY:
+                raise Aborted("this order is being placed right now; its status page shows how it ends")
+            if claim is Claim.STALE:
+                await self.resume(record)
+                continue
+            span.set_attribute("app.order.id", order_id)
+            # The order runs as a task of its own: if the caller gives up (its call is cancelled), the
+            # order still reaches a consistent end (undone, or completed once shipped) instead of
+            # stopping wherever the cancellation found it.
+            saga = asyncio.create_task(self._place(record, request, card))
+            self._sagas.add(saga)
+            saga.add_done_callback(self._saga_done)
+            return await asyncio.shield(saga)
+        raise Aborted("this order is being recovered; its status page shows how it ends")
 
-        order_id = str(uuid.uuid4())  # before the charge: it is the charge's idempotency key
-        span.set_attribute("app.order.id", order_id)
-        with tracer.start_as_current_span("checkout: charge"):
-            transaction_id = await self._charge(total, card, order_id)
+    def _saga_done(self, saga: asyncio.Task[pb.OrderResult]) -> None:
+        self._sagas.discard(saga)
+        if not saga.cancelled():
+            saga.exception()  # retrieved here: the caller that awaited it may have gone
+
+    async def _place(
+        self, record: OrderRecord, request: pb.PlaceOrderRequest, card: pb.CreditCardInfo
+    ) -> pb.OrderResult:
+        """The steps of one attempt, each journaled: price, charge, ship, then complete."""
+        span = trace.get_current_span()
+        try:
+            with tracer.start_as_current_span("checkout: get cart"):
+                async with _depending_on("cart"):
+                    cart_items = await self.cart.get_cart(request.user_id)
+            if not cart_items:
+                raise InvalidArgument("cart is empty")
+            with tracer.start_as_current_span("checkout: price items") as step:
+                step.set_attribute("app.cart.items.count", len(cart_items))
+                order_items = await self._price_items(cart_items, request.user_currency)
+            with tracer.start_as_current_span("checkout: quote shipping"):
+                async with _depending_on("shipping"):
+                    quote_usd = await self.shipping.get_quote(request.address, cart_items)
+                shipping_cost = await self._convert(quote_usd, request.user_currency)
+            total = money.total(
+                [money.multiply(line.cost, line.item.quantity) for line in order_items] + [shipping_cost],
+                request.user_currency,
+            )
+            span.add_event("prepared", {"app.order.items.count": len(order_items)})
+            deadline.check("place the order", TIME_TO_FINISH)
+        except (ShopError, DeadlineExceeded) as exc:
+            await self._end(record, Step.FAILED, f"not placed: {exc}")
+            _reraise(exc)
+        try:
+            with tracer.start_as_current_span("checkout: charge"):
+                transaction_id = await self._charge(total, card, record.order_id)
+        except InvalidArgument as exc:  # declined: nothing was charged
+            await self._end(record, Step.FAILED, str(exc))
+            raise
+        except ShopError as exc:
+            if exc.status is None:  # refused by the mesh (breaker open, no instance): never sent
+                await self._end(record, Step.FAILED, f"not placed, nothing was charged: {exc}")
+                raise
+            await self.undo(record, f"payment did not answer: {exc}")  # the charge may or may not stand
+            raise
+        except DeadlineExceeded as exc:
+            await self.undo(record, f"payment did not answer: {exc}")
+            _reraise(exc)
         span.add_event("charged", {"app.payment.transaction.id": transaction_id})
-        with tracer.start_as_current_span("checkout: ship"):
-            async with _depending_on("shipping"):
-                tracking_id = await self.shipping.ship_order(address, cart_items)
+        if not await asyncio.to_thread(
+            self.journal.advance, record, Step.CHARGED, transaction_id=transaction_id
+        ):
+            raise Aborted("another checkout took this order over; its status page shows how it ends")
+        try:
+            with tracer.start_as_current_span("checkout: ship"):
+                deadline.check("ship the order")
+                async with _depending_on("shipping"):
+                    tracking_id = await self.shipping.ship_order(request.address, cart_items)
+        except (ShopError, DeadlineExceeded) as exc:
+            await self.undo(record, f"shipping failed: {exc}")
+            _reraise(exc)
         span.set_attribute("app.shipping.tracking.id", tracking_id)
-        with tracer.start_as_current_span("checkout: empty cart"):
-            await self._empty_cart(user_id)
-
         order = pb.OrderResult(
-            order_id=order_id,
+            order_id=record.order_id,
             shipping_tracking_id=tracking_id,
             shipping_cost=shipping_cost,
-            shipping_address=address,
+            shipping_address=request.address,
             items=order_items,
         )
-        with tracer.start_as_current_span("checkout: confirm"):
-            await self._confirm(email, order)
+        shipped = await asyncio.to_thread(
+            self.journal.advance, record, Step.SHIPPED, result=order.SerializeToString(), lease=OWN_TIME * 3
+        )
+        if not shipped:
+            raise Aborted("another checkout took this order over; its status page shows how it ends")
+        with deadline.detached(OWN_TIME):  # shipped: the order completes whatever the caller does
+            await self._complete(record, request, order)
         amount = money.to_decimal(total)
-        ORDERS.labels(user_currency).inc()
-        REVENUE.labels(user_currency).inc(float(amount))
-        span.add_event("order_placed", {"app.order.total": str(amount), "app.order.currency": user_currency})
+        ORDERS.labels(request.user_currency).inc()
+        REVENUE.labels(request.user_currency).inc(float(amount))
+        span.add_event(
+            "order_placed", {"app.order.total": str(amount), "app.order.currency": request.user_currency}
+        )
         log.info(
             "order placed",
             extra={
                 "order_id": order.order_id,
                 "item_count": sum(line.item.quantity for line in order_items),
                 "total": str(amount),
-                "currency": user_currency,
-                "email": mask_email(email),
+                "currency": request.user_currency,
+                "email": mask_email(request.email),
                 "transaction_id": transaction_id,
             },
         )
         return order
+
+    async def _complete(
+        self, record: OrderRecord, request: pb.PlaceOrderRequest, order: pb.OrderResult
+    ) -> None:
+        """After the shipment: empty the cart, send the confirmation, mark the order placed."""
+        with tracer.start_as_current_span("checkout: empty cart"):
+            await self._empty_cart(request.user_id)
+        with tracer.start_as_current_span("checkout: confirm"):
+            await self._confirm(request.email, order)
+        await self._end(record, Step.PLACED, "")
+
+    async def _end(self, record: OrderRecord, step: Step, message: str) -> None:
+        """Journal the attempt's last step (a failure to write is logged: recovery settles it later)."""
+        try:
+            await asyncio.to_thread(self.journal.advance, record, step, message=message[:500])
+        except Exception:
+            log.exception("could not journal the order's end", extra={"order_id": record.order_id})
+
+    async def undo(self, record: OrderRecord, reason: str) -> None:
+        """Give the attempt up: void its charge (or forbid it, if it has not landed yet); not placed.
+
+        The decision is journaled first, so it stands whatever happens next. Voiding runs on checkout's
+        own time; when payment cannot be reached the recovery loop voids later, and the caller is told
+        the order was not placed (Unavailable naming payment).
+        """
+        await asyncio.to_thread(self.journal.advance, record, Step.VOIDING, message=reason[:500])
+        with tracer.start_as_current_span("checkout: void charge") as span, deadline.detached(OWN_TIME):
+            try:
+                async with _depending_on("payment"):
+                    refunded, transaction_id = await self.payment.refund(record.order_id)
+            except ShopError as exc:
+                span.record_exception(exc)
+                await asyncio.to_thread(self.journal.release, record, 2.0)
+                log.warning(
+                    "could not void a charge yet; retrying in the background",
+                    extra={"order_id": record.order_id, "error": str(exc)},
+                )
+                raise Unavailable(
+                    f"payment is unavailable: the order was not placed; a charge, if one was made, "
+                    f"will be voided ({reason})",
+                    exc.dependency_path or ("payment",),
+                ) from exc
+            span.set_attribute("app.payment.refunded", refunded)
+        if refunded:
+            VOIDED.inc()
+            await self._end(record, Step.VOIDED, f"not placed, the charge was voided: {reason}")
+            log.warning(
+                "order undone, charge voided",
+                extra={"order_id": record.order_id, "transaction_id": transaction_id, "reason": reason[:300]},
+            )
+        else:
+            await self._end(record, Step.FAILED, f"not placed, nothing was charged: {reason}")
+
+    # ---- status and recovery ----------------------------------------------------------------
+
+    async def order_status(self, order_key: str, user_id: str) -> OrderStatus:
+        """What became of the order placed under the key, for the shopper who placed it."""
+        check_order_key(order_key)
+        record = await asyncio.to_thread(self.journal.get, order_key)
+        if record is None:
+            # Never claimed: the request died on the way or expired unread (a late one is refused by
+            # its deadline), so no order is or will be placed under this key.
+            return OrderStatus(Step.FAILED, None, "No order was placed. Nothing was charged.")
+        if record.user_id != user_id:
+            return OrderStatus(None)
+        if record.step is Step.PLACED and record.result is not None:
+            return OrderStatus(Step.PLACED, pb.OrderResult.FromString(record.result))
+        return OrderStatus(record.step, None, _for_the_shopper(record))
+
+    async def resume(self, record: OrderRecord) -> None:
+        """Finish or undo an order another checkout left open (it died, or stopped past its lease)."""
+        owned = await asyncio.to_thread(self.journal.take_over, record, OWN_TIME * 3)
+        if owned is None:
+            return  # someone else is on it
+        with tracer.start_as_current_span("checkout: recover order") as span:
+            span.set_attributes({"app.order.id": owned.order_id, "app.order.step": owned.step.value})
+            if owned.step is Step.SHIPPED and owned.result is not None:
+                request = pb.PlaceOrderRequest.FromString(owned.request)
+                with deadline.detached(OWN_TIME):
+                    await self._complete(owned, request, pb.OrderResult.FromString(owned.result))
+                RECOVERED.labels("completed").inc()
+                log.warning("order left open completed", extra={"order_id": owned.order_id})
+                return
+            try:
+                await self.undo(owned, owned.message or "checkout stopped before the order was shipped")
+            except Unavailable:
+                RECOVERED.labels("retry").inc()
+                return
+            RECOVERED.labels("undone").inc()
+
+    async def recover(self) -> int:
+        """Finish or undo every open order whose lease ran out; how many were handled."""
+        handled = 0
+        for record in await asyncio.to_thread(self.journal.stale):
+            try:
+                await self.resume(record)
+            except Exception:
+                log.exception("recovering an order failed", extra={"order_id": record.order_id})
+            handled += 1
+        return handled
+
+    async def drain(self) -> None:
+        """Let orders in progress reach their end (at shutdown)."""
+        if self._sagas:
+            await asyncio.wait(list(self._sagas), timeout=OWN_TIME * 2)
 
     async def _empty_cart(self, user_id: str) -> None:
         """Empty the cart after shipping; a failure is logged, since the order is already paid and shipped."""
@@ -258,3 +497,24 @@ class CheckoutService:
                 "order confirmation not sent",
                 extra={"order_id": order.order_id, "email": mask_email(email), "error": str(exc)},
             )
+
+
+def _for_the_shopper(record: OrderRecord) -> str:
+    """What the shopper may be told about an order that is not placed (or not yet)."""
+    if record.step in (Step.VOIDED, Step.VOIDING):
+        return "The order could not be completed. Its charge was voided: you will not pay for it."
+    if record.step is Step.FAILED:
+        declined = record.message.startswith(DECLINED)
+        return (
+            f"The {record.message}. Nothing was charged."
+            if declined
+            else ("The order could not be completed. Nothing was charged.")
+        )
+    return "The order is being placed."
+
+
+def _reraise(exc: Exception) -> NoReturn:
+    """Raise the failure on: a DeadlineExceeded as Unavailable (not placed in time), the rest as it is."""
+    if isinstance(exc, DeadlineExceeded):
+        raise Unavailable(f"checkout ran out of time: {exc}") from exc
+    raise exc

@@ -13,6 +13,8 @@ class EmailClient(ShopClient):
     service = "email"
     address_variable = "EMAIL_SERVICE_ADDR"
     stub_type = pb_grpc.EmailServiceStub
+    # The email service sends one mail per order id, so a retried confirmation is never a second mail.
+    idempotent = frozenset({"SendOrderConfirmation"})
 
     async def send_order_confirmation(self, email: str, order: pb.OrderResult) -> None:
         """Ask the email service to mail the confirmation of `order` to `email`."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 
+from boutique.mesh import deadline
 from boutique.shop import money
 from boutique.shop.errors import InvalidArgument
 from boutique.shop.proto import demo_pb2 as pb
@@ -125,6 +126,10 @@ class EmailService:
         validate_email(email)
         validate_order(order)
         mail = Mail(to=email, subject=f"Your order {order.order_id} is confirmed", html=self.render(order))
+        if self._already_sent(order.order_id):  # a retried request: one order, one mail
+            log.info("order confirmation already sent", extra={"order_id": order.order_id})
+            return mail
+        deadline.check("send the confirmation")
         if self.outbox_dir is not None:
             await asyncio.to_thread(self._write, order.order_id, mail.html)
         self.sent.append(mail)
@@ -133,6 +138,12 @@ class EmailService:
             extra={"order_id": order.order_id, "to": mask_email(email), "items": len(order.items)},
         )
         return mail
+
+    def _already_sent(self, order_id: str) -> bool:
+        """Whether this order's confirmation went out already (in the outbox, or in memory without one)."""
+        if self.outbox_dir is not None:
+            return (self.outbox_dir / f"{order_id}.html").exists()
+        return any(m.subject == f"Your order {order_id} is confirmed" for m in self.sent)
 
     def _write(self, order_id: str, html: str) -> None:
         """Write the mail as `<order_id>.html`, atomically so readers never see half a file."""

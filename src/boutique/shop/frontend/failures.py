@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import grpc
 from opentelemetry import propagate, trace
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from boutique.shop.frontend.settings import FrontendSettings
 
 log = logging.getLogger(__name__)
 
-_SERVICES = ("productcatalog", "currency", "cart", "recommendation", "shipping", "checkout", "ad")
+STORES = frozenset({"redis"})  # dependency names that are a service's own store, not a service
 
 _HTTP_TITLES = {
     400: (
@@ -74,10 +75,22 @@ def traced_id(request: Request) -> str:
     return trace_id_of(request) if trace.get_current_span().get_span_context().is_valid else ""
 
 
-def failing_service(error: ShopError) -> str:
-    """The dependency named at the start of a client error message ('cart: ...'), or ''."""
-    name = str(error).split(":", 1)[0].strip()
-    return name if name in _SERVICES else ""
+def who_failed(error: ShopError) -> str:
+    """Which part of the shop failed, from the error's dependency path (never from its message).
+
+    ("cart",) is "the cart service"; ("checkout", "payment") is "the payment service (needed by
+    checkout)"; a store behind a service reads "the cart service's store (redis)".
+    """
+    path = error.dependency_path
+    if not path:
+        return "a service the shop depends on"
+    if len(path) == 1:
+        return f"the {path[0]} service"
+    if path[-1] in STORES:
+        owner = path[-2]
+        through = f", needed by {path[0]}" if len(path) > 2 else ""
+        return f"the {owner} service's store ({path[-1]}){through}"
+    return f"the {path[-1]} service (needed by {path[0]})"
 
 
 class ErrorPages:
@@ -108,9 +121,13 @@ class ErrorPages:
     async def shop_error(self, request: Request, exc: Exception) -> Response:
         """A dependency failed: 503 when it is down, 502 when it answered with something unusable."""
         assert isinstance(exc, ShopError)
-        service = failing_service(exc)
-        who = f"the {service} service" if service else "a service the shop depends on"
-        if isinstance(exc, Unavailable | FailedPrecondition):
+        who = who_failed(exc)
+        headers = None
+        if exc.status is grpc.StatusCode.RESOURCE_EXHAUSTED:  # shed by its concurrency limit: try soon
+            status, title = 503, "The shop is busy"
+            hint = f"{who.capitalize()} has more requests than it can take right now. Try again in a moment."
+            headers = {"Retry-After": "1"}
+        elif isinstance(exc, Unavailable | FailedPrecondition):
             status, title = 503, "Service unavailable"
             hint = f"The shop could not reach {who}. Wait a moment and try again."
         elif isinstance(exc, NotFound):
@@ -121,8 +138,10 @@ class ErrorPages:
             hint = f"{who.capitalize()} gave an answer the shop could not use. Try again later."
         trace_id = trace_id_of(request)
         trace.get_current_span().record_exception(exc)
-        self._log(request, status, title, error=str(exc), trace_id=trace_id)
-        return self.render(request, status, title, hint, trace_id=trace_id)
+        self._log(
+            request, status, title, error=str(exc), trace_id=trace_id, failed="/".join(exc.dependency_path)
+        )
+        return self.render(request, status, title, hint, trace_id=trace_id, headers=headers)
 
     async def unexpected(self, request: Request, exc: Exception) -> Response:
         """Anything else: log it with its traceback, answer 500 with a reference id and no details."""
@@ -169,9 +188,12 @@ class ErrorPages:
         problems: Sequence[Problem] = (),
         error: str = "",
         trace_id: str = "",
+        failed: str = "",
     ) -> None:
         """One JSON line per failed request; messages name fields, never the values sent."""
         extra: dict[str, object] = {"status": status, "method": request.method, "path": request.url.path}
+        if failed:
+            extra["failed_dependency"] = failed
         if problems:
             extra["problems"] = [f"{p.field}: {p.message}" for p in problems]
         if error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -17,16 +18,17 @@ from boutique.shop.frontend.session import CURRENCIES
 from boutique.shop.proto import demo_pb2 as pb
 
 MAX_FIELDS = 50
+ORDER_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
 MAX_TEXT = 256
 MAX_EMAIL = 254
 MAX_QUANTITY = 10
 MAX_ZIP = 99_999_999
-MAX_YEARS_AHEAD = 50
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _DIGITS = re.compile(r"^[0-9]{1,12}$")
+_YEAR = re.compile(r"^[0-9]{4}$")
 _CARD_SEPARATORS = re.compile(r"[ -]")
 
 
@@ -136,6 +138,7 @@ class CheckoutForm:
     expiration_month: int
     expiration_year: int
     cvv: int
+    order_key: str = ""  # the cart page's reference for this order: placing it twice places it once
 
     def address(self) -> pb.Address:
         """The shipping address message."""
@@ -218,6 +221,16 @@ class _Checker:
             return low
         return int(value)
 
+    def expiry_year(self, name: str, today: date) -> int:
+        """A four-digit card expiry year not before this year; no upper bound, as Online Boutique."""
+        value = self.form.get(name, "").strip()
+        if not _YEAR.match(value):
+            self.fail(name, f"the expiry year must have four digits, like {today.year + 1}")
+            return today.year
+        if int(value) < today.year:
+            self.fail(name, f"the card has expired: the expiry year must be {today.year} or later")
+        return int(value)
+
 
 def parse_add_to_cart(form: Mapping[str, str]) -> AddToCart:
     """Validate product_id (present) and quantity (1..10); 422 naming each bad field."""
@@ -260,22 +273,25 @@ def parse_checkout(form: Mapping[str, str], today: date) -> CheckoutForm:
             "credit_card_number", "the card number must have 12 to 19 digits (spaces and dashes allowed)"
         )
     month = check.integer("credit_card_expiration_month", 1, 12, "the expiry month must be from 1 to 12")
-    year = check.integer(
-        "credit_card_expiration_year",
-        today.year,
-        today.year + MAX_YEARS_AHEAD,
-        f"the expiry year must be from {today.year} to {today.year + MAX_YEARS_AHEAD}",
-    )
+    year = check.expiry_year("credit_card_expiration_year", today)
     cvv_text = form.get("credit_card_cvv", "").strip()
     if not re.fullmatch(r"[0-9]{3,4}", cvv_text):
         check.fail("credit_card_cvv", "the CVV must be 3 or 4 digits")
+    order_key = form.get("order_key", "").strip() or new_order_key()  # clients without one: a new order
+    if not ORDER_KEY.fullmatch(order_key):
+        check.fail("order_key", "the order reference is not one this shop made: reload the cart page")
     if check.problems:
         raise PageError(
             422, "Please check your order", "Fix the following and place the order again.", check.problems
         )
     return CheckoutForm(
-        email, street, zip_code, city, state, country, card_number, month, year, int(cvv_text)
+        email, street, zip_code, city, state, country, card_number, month, year, int(cvv_text), order_key
     )
+
+
+def new_order_key() -> str:
+    """A fresh order reference for the cart page's form (unguessable: it also opens the order's status)."""
+    return secrets.token_hex(16)
 
 
 def safe_return_path(referer: str | None, host: str | None) -> str:

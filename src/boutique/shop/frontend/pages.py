@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TypeVar
 
+import grpc
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
@@ -17,7 +18,9 @@ from boutique.shop.errors import InvalidArgument, NotFound, ShopError
 from boutique.shop.frontend.clients import FrontendClients
 from boutique.shop.frontend.failures import PageError, Problem
 from boutique.shop.frontend.forms import (
+    ORDER_KEY,
     SampleCheckout,
+    new_order_key,
     parse_add_to_cart,
     parse_checkout,
     parse_currency,
@@ -169,6 +172,7 @@ class Pages:
             "sample": sample,
             "months": tuple(range(1, 13)),
             "years": tuple(range(self.today().year, self.today().year + 5)),
+            "order_key": new_order_key(),
         }
         if items:
             products, quote = await asyncio.gather(
@@ -210,15 +214,36 @@ class Pages:
         return RedirectResponse("/", status_code=302)
 
     async def checkout(self, request: Request) -> Response:
-        """POST /cart/checkout: validate, place the order, show the confirmation."""
+        """POST /cart/checkout: validate, place the order (once per order key), show the confirmation.
+
+        When checkout does not answer (no reply in time, the call cut, the order still in progress),
+        the outcome is unknown: the page says so and links to the order's status page instead of
+        inviting a second try.
+        """
         session = session_of(request)
         details = parse_checkout(await read_form(request, self.settings.max_body_bytes), self.today())
         try:
             order = await self.clients.checkout.place_order(
-                session.id, session.currency, details.address(), details.email, details.card()
+                session.id,
+                session.currency,
+                details.address(),
+                details.email,
+                details.card(),
+                order_key=details.order_key,
             )
         except InvalidArgument as exc:
             raise _order_refused(str(exc).removeprefix("checkout: ")) from None
+        except ShopError as exc:
+            if _outcome_unknown(exc):
+                log.warning(
+                    "order outcome unknown", extra={"order_key": details.order_key, "error": str(exc)}
+                )
+                return self._order_pending(request, details.order_key, 504)
+            raise
+        return await self._confirmation(request, order, f"A confirmation is on its way to {details.email}.")
+
+    async def _confirmation(self, request: Request, order: pb.OrderResult, note: str) -> Response:
+        """The order page: lines with product names, shipping, total, ids."""
         products = await optional("product names", self.clients.catalog.list_products())
         by_id = {p.id: p for p in products or []}
         lines = []
@@ -233,16 +258,47 @@ class Pages:
                     money.multiply(entry.cost, entry.item.quantity),
                 )
             )
-        currency = order.shipping_cost.currency_code
+        currency = order.shipping_cost.currency_code or "USD"
         context = {
             "order": order,
             "lines": lines,
             "shipping": order.shipping_cost,
             "total": money.total([line.price for line in lines] + [order.shipping_cost], currency),
-            "email": details.email,
+            "note": note,
             "cart_count": 0,
         }
         return self.renderer.page(request, "order.html", context)
+
+    def _order_pending(self, request: Request, order_key: str, status: int) -> Response:
+        """The page for an order whose outcome is not known yet: what that means, and where to look."""
+        context = {"order_key": order_key, "state": "unknown" if status == 504 else "placing"}
+        return self.renderer.page(request, "order_status.html", context, status=status)
+
+    async def order_status(self, request: Request) -> Response:
+        """GET /order/{order_key}: what became of an order (only for the shopper who placed it)."""
+        session = session_of(request)
+        order_key = request.path_params["order_key"]
+        if not ORDER_KEY.fullmatch(order_key):
+            raise _unknown_order()
+        try:
+            status = await self.clients.checkout.get_order(order_key, session.id)
+        except ShopError as exc:
+            log.warning("order status unknown", extra={"order_key": order_key, "error": str(exc)})
+            return self._order_pending(request, order_key, 503)
+        if status.state == pb.ORDER_STATE_PLACED:
+            return await self._confirmation(
+                request, status.order, "A confirmation was sent to your email address."
+            )
+        if status.state == pb.ORDER_STATE_PLACING:
+            return self._order_pending(request, order_key, 202)
+        if status.state == pb.ORDER_STATE_NOT_PLACED:
+            context = {
+                "order_key": order_key,
+                "state": "not_placed",
+                "message": status.message,
+            }
+            return self.renderer.page(request, "order_status.html", context)
+        raise _unknown_order()
 
     async def set_currency(self, request: Request) -> Response:
         """POST /setCurrency: remember a supported currency, then back where the shopper was."""
@@ -270,6 +326,28 @@ def _order_refused(reason: str) -> PageError:
         return PageError(422, "Payment declined", hint, [Problem("payment", reason)])
     hint = "The order was not placed and nothing was charged."
     return PageError(422, "Cannot place the order", hint, [Problem("order", reason)])
+
+
+def _outcome_unknown(exc: ShopError) -> bool:
+    """Whether a failed PlaceOrder may still have placed the order.
+
+    Checkout answered with a failure (it names itself in its trailers) or the call never left this
+    process (breaker open, no instance): the order was not placed. No answer in time, the call cut on
+    the way, or the order still in progress (ABORTED): it may have been.
+    """
+    if exc.status is None:  # refused by the mesh before anything was sent
+        return False
+    if exc.status in (grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return True
+    return not exc.answered
+
+
+def _unknown_order() -> PageError:
+    """The 404 page for an order reference this shopper has no order under."""
+    hint = (
+        "There is no order of yours under this reference. Your cart page has what you have not ordered yet."
+    )
+    return PageError(404, "Unknown order", hint, [Problem("order", "unknown order reference")])
 
 
 def _unknown_product() -> PageError:

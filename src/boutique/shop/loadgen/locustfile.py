@@ -6,6 +6,10 @@ so the stats table has one row per route however many products there are. Each s
 trace: a span for the action, a CLIENT span per request, and `traceparent` on every request, so the
 frontend's spans continue the trace from the first hop (spans go out over OTLP/HTTP, which works under
 Locust's gevent).
+
+A request the shop sheds because it is overloaded (503 with Retry-After) is neither a success nor a
+failure: it is counted under the request type SHED (its own rows in the live table, e.g. "SHED /"), and
+the shopper waits at least the Retry-After before its next task, as a polite client does.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import datetime
 import json
 import os
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, MutableMapping
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import gevent
 from locust import HttpUser, events, task
@@ -26,6 +31,7 @@ from opentelemetry import propagate, trace
 
 from boutique import __version__
 from boutique.mesh.tracing import setup_tracing
+from boutique.shop.loadgen.shed import SHED, retry_after
 
 CATALOG_PACKAGE = "boutique.shop.productcatalog"
 CURRENCIES = ("EUR", "USD", "JPY", "CAD", "GBP", "TRY")
@@ -81,10 +87,11 @@ class Shopper(HttpUser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.wait_min, self.wait_max = wait_range(os.environ)
+        self.calm_at = 0.0  # time.monotonic() before which the shop asked (Retry-After) not to come back
 
     def wait_time(self) -> float:
-        """A random pause between tasks, within the configured range."""
-        return random.uniform(self.wait_min, self.wait_max)
+        """A random pause between tasks, within the configured range, and no shorter than a Retry-After."""
+        return max(random.uniform(self.wait_min, self.wait_max), self.calm_at - time.monotonic())
 
     def on_start(self) -> None:
         """Land on the home page first, which hands out the session cookie."""
@@ -104,7 +111,15 @@ class Shopper(HttpUser):
                 method, path, name=name, headers=headers, catch_response=True, **kwargs
             ) as response:
                 span.set_attribute("http.response.status_code", response.status_code)
-                if response.status_code >= 400 or response.error:
+                pause = retry_after(response.status_code, response.headers)
+                if pause is not None:
+                    span.set_status(trace.StatusCode.ERROR, "shed: the shop is overloaded")
+                    span.set_attribute("app.request.shed", True)
+                    self.calm_at = max(self.calm_at, time.monotonic() + pause)
+                    # Counted under its own type, apart from successes and failures.
+                    cast(MutableMapping[str, Any], response.request_meta)["request_type"] = SHED
+                    response.success()
+                elif response.status_code >= 400 or response.error:
                     span.set_status(trace.StatusCode.ERROR, f"HTTP {response.status_code}")
                     response.failure(f"HTTP {response.status_code}")
                 else:

@@ -4,7 +4,8 @@ Locust runs in its own process (and process group) so that gevent's monkey-patch
 the caller's process. Ctrl-C or SIGTERM reaches Locust once, as SIGTERM, its clean-shutdown path (it
 prints the final summary and writes the CSV files); a second one kills it at once.
 Its exit code is passed through unchanged: 0 after a clean stop, 1 when any request failed (Locust's
-rule, so a script can tell a failing shop from a healthy one), 2 for a Locust error.
+rule, so a script can tell a failing shop from a healthy one), 2 for a Locust error. Requests the shop
+shed under overload (503 with Retry-After) are not failures: they have rows of their own, type SHED.
 """
 
 from __future__ import annotations
@@ -283,7 +284,8 @@ def launch(settings: LoadSettings) -> int:
         Path(settings.csv_prefix).parent.mkdir(parents=True, exist_ok=True)
     duration = f"for {settings.duration}s" if settings.duration else "until Ctrl-C"
     print(
-        f"boutique load: {settings.users} shoppers at {settings.spawn_rate:g}/s against {settings.url}, {duration}",
+        f"boutique load: {settings.users} shoppers at {settings.spawn_rate:g}/s against {settings.url}, {duration}"
+        " (SHED rows: requests an overloaded shop refused with 503 + Retry-After; not failures)",
         file=sys.stderr,
         flush=True,
     )

@@ -23,3 +23,10 @@ class PaymentClient(ShopClient):
             return (await self._call("Charge", request)).transaction_id
         metadata = (("idempotency-key", idempotency_key),)
         return (await self._call("Charge", request, metadata=metadata, idempotent=True)).transaction_id
+
+    async def refund(self, idempotency_key: str) -> tuple[bool, str]:
+        """Void the charge made under the key (or forbid one); retried safely, since voiding is idempotent."""
+        response = await self._call(
+            "Refund", pb.RefundRequest(idempotency_key=idempotency_key), idempotent=True
+        )
+        return response.refunded, response.transaction_id

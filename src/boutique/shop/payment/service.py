@@ -6,6 +6,7 @@ error messages never quote it, so neither logs nor callers' error pages can leak
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -13,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from boutique.mesh import deadline
 from boutique.shop import money
-from boutique.shop.errors import InvalidArgument
+from boutique.shop.errors import FailedPrecondition, InvalidArgument
 from boutique.shop.payment.store import ChargeLedger
 from boutique.shop.proto import demo_pb2 as pb
 
@@ -111,6 +113,10 @@ def check_card(card: Card, today: date) -> tuple[str, str]:
         raise InvalidArgument(f"{brand} card numbers have {allowed} digits, not {len(digits)}")
     if not 1 <= card.expiration_month <= 12:
         raise InvalidArgument(f"expiration month {card.expiration_month} must be 1 to 12")
+    if not 1000 <= card.expiration_year <= 9999:
+        raise InvalidArgument(
+            f"expiration year {card.expiration_year} must have four digits, like {today.year + 1}"
+        )
     if card.expiration_year * 12 + card.expiration_month < today.year * 12 + today.month:
         raise InvalidArgument(f"card expired {card.expiration_month:02d}/{card.expiration_year}")
     if not 0 <= card.cvv <= MAX_CVV:
@@ -136,9 +142,10 @@ def check_idempotency_key(key: str) -> None:
 class PaymentService:
     """Charges valid VISA and Mastercard cards; `today` gives the date card expiry is judged by.
 
-    A charge made with an idempotency key is recorded in the ledger; the same key again returns the
-    same transaction id instead of charging twice (a different amount or card under it is refused).
-    `after_record` runs right after a charge is recorded (tests inject failures there).
+    Every charge is recorded in the ledger before it is answered. A charge made with an idempotency
+    key returns the same transaction id when asked again instead of charging twice (a different amount
+    or card under it is refused), and `refund` voids it. `after_record` runs right after a charge is
+    recorded (tests inject failures there).
     """
 
     def __init__(
@@ -162,26 +169,45 @@ class PaymentService:
             log.info("charge declined", extra={"reason": str(exc)})
             raise
         fingerprint = f"{amount.currency_code}:{amount.units}:{amount.nanos}:{brand}:{digits[-4:]}"
-        if idempotency_key is not None:
-            previous = self.ledger.get(idempotency_key)
-            if previous is not None:
-                if previous.fingerprint != fingerprint:
-                    raise InvalidArgument("idempotency key was already used for a different charge")
-                log.info("charge repeated", extra={"transaction_id": previous.transaction_id})
-                return previous.transaction_id
         transaction_id = str(uuid.uuid4())
-        if idempotency_key is not None:
-            self.ledger.record(idempotency_key, fingerprint, transaction_id)
-            if self.after_record is not None:
-                self.after_record()
+        key = idempotency_key if idempotency_key is not None else f"unkeyed:{transaction_id}"
+        previous = await asyncio.to_thread(self.ledger.get, key) if idempotency_key is not None else None
+        if previous is None:
+            deadline.check("charge the card")  # the caller still waits: charging now is not charging blind
+            previous = await asyncio.to_thread(self.ledger.record, key, fingerprint, transaction_id)
+            if previous.transaction_id == transaction_id:
+                if self.after_record is not None:
+                    self.after_record()
+                log.info(
+                    "charge accepted",
+                    extra={
+                        "card_type": brand,
+                        "card_last_four": digits[-4:],
+                        "amount": str(money.to_decimal(amount)),
+                        "currency": amount.currency_code,
+                        "transaction_id": transaction_id,
+                    },
+                )
+                return transaction_id
+        if not previous.charged:
+            raise FailedPrecondition("the charge under this idempotency key was voided; start a new order")
+        if previous.fingerprint != fingerprint:
+            raise InvalidArgument("idempotency key was already used for a different charge")
+        log.info("charge repeated", extra={"transaction_id": previous.transaction_id})
+        return previous.transaction_id
+
+    async def refund(self, idempotency_key: str) -> tuple[bool, str]:
+        """Void the charge made under the key; (whether one was made, its transaction id).
+
+        With no charge under the key yet, the key is marked void, so a charge still in flight under it
+        is refused when it arrives: after a refund, nothing stands under that key, ever.
+        """
+        check_idempotency_key(idempotency_key)
+        previous = await asyncio.to_thread(self.ledger.void, idempotency_key)
+        refunded = previous is not None and previous.transaction_id != ""
+        transaction_id = previous.transaction_id if previous is not None else ""
         log.info(
-            "charge accepted",
-            extra={
-                "card_type": brand,
-                "card_last_four": digits[-4:],
-                "amount": str(money.to_decimal(amount)),
-                "currency": amount.currency_code,
-                "transaction_id": transaction_id,
-            },
+            "charge voided" if refunded else "key voided before any charge",
+            extra={"transaction_id": transaction_id},
         )
-        return transaction_id
+        return refunded, transaction_id

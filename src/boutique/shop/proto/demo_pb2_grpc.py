@@ -689,6 +689,11 @@ class PaymentServiceStub:
                 request_serializer=boutique_dot_shop_dot_proto_dot_demo__pb2.ChargeRequest.SerializeToString,
                 response_deserializer=boutique_dot_shop_dot_proto_dot_demo__pb2.ChargeResponse.FromString,
                 _registered_method=True)
+        self.Refund = channel.unary_unary(
+                '/hipstershop.PaymentService/Refund',
+                request_serializer=boutique_dot_shop_dot_proto_dot_demo__pb2.RefundRequest.SerializeToString,
+                response_deserializer=boutique_dot_shop_dot_proto_dot_demo__pb2.RefundResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -702,6 +707,14 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Refund(self, request, context):
+        """Boutique's addition (Online Boutique's clients never call it): void the charge made under an
+        idempotency key, or record that none may be made under it any more. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -709,6 +722,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.Charge,
                     request_deserializer=boutique_dot_shop_dot_proto_dot_demo__pb2.ChargeRequest.FromString,
                     response_serializer=boutique_dot_shop_dot_proto_dot_demo__pb2.ChargeResponse.SerializeToString,
+            ),
+            'Refund': grpc.unary_unary_rpc_method_handler(
+                    servicer.Refund,
+                    request_deserializer=boutique_dot_shop_dot_proto_dot_demo__pb2.RefundRequest.FromString,
+                    response_serializer=boutique_dot_shop_dot_proto_dot_demo__pb2.RefundResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -740,6 +758,33 @@ class PaymentService:
             '/hipstershop.PaymentService/Charge',
             boutique_dot_shop_dot_proto_dot_demo__pb2.ChargeRequest.SerializeToString,
             boutique_dot_shop_dot_proto_dot_demo__pb2.ChargeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Refund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hipstershop.PaymentService/Refund',
+            boutique_dot_shop_dot_proto_dot_demo__pb2.RefundRequest.SerializeToString,
+            boutique_dot_shop_dot_proto_dot_demo__pb2.RefundResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -845,6 +890,11 @@ class CheckoutServiceStub:
                 request_serializer=boutique_dot_shop_dot_proto_dot_demo__pb2.PlaceOrderRequest.SerializeToString,
                 response_deserializer=boutique_dot_shop_dot_proto_dot_demo__pb2.PlaceOrderResponse.FromString,
                 _registered_method=True)
+        self.GetOrder = channel.unary_unary(
+                '/hipstershop.CheckoutService/GetOrder',
+                request_serializer=boutique_dot_shop_dot_proto_dot_demo__pb2.GetOrderRequest.SerializeToString,
+                response_deserializer=boutique_dot_shop_dot_proto_dot_demo__pb2.GetOrderResponse.FromString,
+                _registered_method=True)
 
 
 class CheckoutServiceServicer:
@@ -853,7 +903,16 @@ class CheckoutServiceServicer:
     """
 
     def PlaceOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """With an `idempotency-key` metadata entry (the frontend's order key), placing again returns the
+        order placed under that key instead of placing another.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrder(self, request, context):
+        """Boutique's addition: what became of the order placed under a key.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -865,6 +924,11 @@ def add_CheckoutServiceServicer_to_server(servicer, server):
                     servicer.PlaceOrder,
                     request_deserializer=boutique_dot_shop_dot_proto_dot_demo__pb2.PlaceOrderRequest.FromString,
                     response_serializer=boutique_dot_shop_dot_proto_dot_demo__pb2.PlaceOrderResponse.SerializeToString,
+            ),
+            'GetOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrder,
+                    request_deserializer=boutique_dot_shop_dot_proto_dot_demo__pb2.GetOrderRequest.FromString,
+                    response_serializer=boutique_dot_shop_dot_proto_dot_demo__pb2.GetOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -896,6 +960,33 @@ class CheckoutService:
             '/hipstershop.CheckoutService/PlaceOrder',
             boutique_dot_shop_dot_proto_dot_demo__pb2.PlaceOrderRequest.SerializeToString,
             boutique_dot_shop_dot_proto_dot_demo__pb2.PlaceOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hipstershop.CheckoutService/GetOrder',
+            boutique_dot_shop_dot_proto_dot_demo__pb2.GetOrderRequest.SerializeToString,
+            boutique_dot_shop_dot_proto_dot_demo__pb2.GetOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

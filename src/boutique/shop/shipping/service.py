@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 
+from boutique.mesh import deadline
 from boutique.shop import money
 from boutique.shop.errors import InvalidArgument
 from boutique.shop.proto import demo_pb2 as pb
@@ -71,6 +72,7 @@ class ShippingService:
         if not items:
             raise InvalidArgument("items is empty: nothing to ship")
         _check_items(items, min_quantity=1)
+        deadline.check("ship the order")  # the caller gave up: nothing ships on its behalf
         tracking_id = new_tracking_id()
         log.info(
             "order shipped",

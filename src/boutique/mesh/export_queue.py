@@ -1,0 +1,486 @@
+"""A span processor that keeps spans through a backend outage and delivers them when it is back.
+
+The SDK's batch processor drops a batch once its exporter gives up (about ten seconds), so a
+restarting or overloaded backend loses every span made meanwhile. This processor works like the
+OpenTelemetry Collector's exporter sending queue with `retry_on_failure`: finished spans are encoded
+into OTLP requests and queued, bounded by span count and bytes; the head request is retried with
+exponential backoff (or the delay the backend asked for) for as long as the backend answers
+"unavailable" or cannot be reached; when the queue is full the oldest spans make room and are
+counted. At shutdown what is still undelivered is spooled to disk, when a spool directory is given,
+and sent by the next process of the same instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from boutique.mesh.config import env_duration
+from boutique.mesh.otlp_send import Answer, Transport, Verdict
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+SPOOL_SUFFIX = ".otlp"
+
+
+def _env_int(name: str, default: int) -> int:
+    """A positive integer variable; a bad value is a one-line error at set-up."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: give a whole number") from None
+    if value <= 0:
+        raise ValueError(f"{name}={text!r}: must be above 0")
+    return value
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """Bounds and timing of the sending queue; `from_env` reads the variables the README lists."""
+
+    max_spans: int = 50_000
+    max_bytes: int = 64 * MIB
+    batch_spans: int = 512
+    schedule_delay: float = 5.0
+    retry_initial: float = 0.5
+    retry_max: float = 5.0
+    shutdown_timeout: float = 3.0
+
+    @classmethod
+    def from_env(cls) -> QueueSettings:
+        """BOUTIQUE_EXPORT_QUEUE_SPANS/_BYTES, the OTEL_BSP_* batching variables, BOUTIQUE_EXPORT_RETRY_MAX."""
+        delay_ms = _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000)
+        return cls(
+            max_spans=_env_int("BOUTIQUE_EXPORT_QUEUE_SPANS", cls.max_spans),
+            max_bytes=_env_int("BOUTIQUE_EXPORT_QUEUE_BYTES", cls.max_bytes),
+            batch_spans=_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", cls.batch_spans),
+            schedule_delay=delay_ms / 1000,
+            retry_max=env_duration("BOUTIQUE_EXPORT_RETRY_MAX", cls.retry_max),
+            shutdown_timeout=env_duration("BOUTIQUE_EXPORT_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
+        )
+
+
+@dataclass
+class _Request:
+    """One encoded export request waiting to be delivered."""
+
+    payload: bytes
+    spans: int
+    spooled: Path | None = None  # the file it came from, removed once delivered
+
+
+@dataclass
+class QueueCounts:
+    """What the queue did, for metrics and tests (updated under the queue's lock)."""
+
+    exported: int = 0
+    dropped_full: int = 0
+    dropped_rejected: int = 0
+    dropped_shutdown: int = 0
+    retries: int = 0
+    spooled: int = 0
+
+
+def _encode(spans: Sequence[ReadableSpan]) -> bytes:
+    """Spans as a serialized ExportTraceServiceRequest (the SDK's own OTLP encoder)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    return bytes(encode_spans(spans).SerializeToString())
+
+
+class SendingQueue(SpanProcessor):
+    """Queue finished spans as OTLP requests and deliver them in a background thread, retrying outages."""
+
+    def __init__(
+        self,
+        transport: Callable[[], Transport],
+        settings: QueueSettings | None = None,
+        spool_dir: Path | None = None,
+        encode: Callable[[Sequence[ReadableSpan]], bytes] = _encode,
+    ) -> None:
+        self.settings = settings or QueueSettings()
+        self._build_transport = transport  # built in the worker: its imports stay off start-up
+        self._transport: Transport | None = None
+        self._encode = encode
+        self.spool_dir = spool_dir
+        self._spans: deque[ReadableSpan] = deque()
+        self._requests: deque[_Request] = deque()
+        self._queued_bytes = 0
+        self._request_spans = 0  # spans in _requests (the one being sent is not in there)
+        self._in_flight: _Request | None = None
+        self._cond = threading.Condition()
+        self._flushing = 0
+        self._stopping = False
+        self._retry_at = 0.0
+        self._failures_in_row = 0
+        self._outage_since: float | None = None
+        self.counts = QueueCounts()
+        self._thread = threading.Thread(target=self._run, name="otlp-sending-queue", daemon=True)
+        self._thread.start()
+        _ALL.add(self)
+
+    # ---- the span processor interface (called from application threads) -----------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Nothing to do when a span starts."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue a sampled span; wake the sender once a batch is ready."""
+        if not span.context.trace_flags.sampled:
+            return
+        with self._cond:
+            if self._stopping:
+                return
+            self._spans.append(span)
+            if self._pending() > self.settings.max_spans:
+                self._drop_oldest()
+            if len(self._spans) == self.settings.batch_spans:
+                self._cond.notify()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Deliver everything queued now; False when the backend did not take it all in time."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        with self._cond:
+            self._flushing += 1
+            self._retry_at = 0.0  # a flush tries again at once
+            self._cond.notify_all()
+            try:
+                while self._pending() and time.monotonic() < deadline and self._thread.is_alive():
+                    self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                return not self._pending()
+            finally:
+                self._flushing -= 1
+
+    def shutdown(self) -> None:
+        """Deliver what is queued within the shutdown timeout, spool the rest, stop the thread."""
+        with self._cond:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._retry_at = 0.0
+            self._cond.notify_all()
+        self._thread.join(self.settings.shutdown_timeout + 2.0)
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                self._transport.close()
+
+    # ---- figures ------------------------------------------------------------------------------
+
+    @property
+    def queued_spans(self) -> int:
+        """Spans waiting: not yet encoded, encoded and queued, and being sent."""
+        with self._cond:
+            return self._pending()
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of encoded requests waiting (and being sent)."""
+        with self._cond:
+            return self._queued_bytes + (len(self._in_flight.payload) if self._in_flight else 0)
+
+    def _pending(self) -> int:
+        in_flight = self._in_flight.spans if self._in_flight else 0
+        return len(self._spans) + self._request_spans + in_flight
+
+    # ---- bounds (under the lock) --------------------------------------------------------------
+
+    def _drop_oldest(self) -> None:
+        """Make room for one span: the oldest queued request goes first, else the oldest raw span."""
+        if self._requests:
+            self._forget(self._requests.popleft(), "full")
+        elif self._spans:
+            self._spans.popleft()
+            self.counts.dropped_full += 1
+
+    def _forget(self, request: _Request, why: str) -> None:
+        """Remove a queued request from the totals and count its spans as dropped."""
+        self._queued_bytes -= len(request.payload)
+        self._request_spans -= request.spans
+        if why == "full":
+            self.counts.dropped_full += request.spans
+        else:
+            self.counts.dropped_shutdown += request.spans
+        if request.spooled is not None:
+            with contextlib.suppress(OSError):
+                request.spooled.unlink()
+
+    def _enqueue(self, request: _Request, front: bool = False) -> None:
+        """Add an encoded request; a new one makes room by dropping the oldest while a bound is exceeded.
+
+        A request put back at the front after a failed try was counted all along, so it needs no room.
+        """
+        self._queued_bytes += len(request.payload)
+        self._request_spans += request.spans
+        if front:
+            self._requests.appendleft(request)
+            return
+        self._requests.append(request)
+        in_flight = len(self._in_flight.payload) if self._in_flight else 0
+        while len(self._requests) > 1 and (
+            self._queued_bytes + in_flight > self.settings.max_bytes
+            or self._pending() > self.settings.max_spans
+        ):
+            self._forget(self._requests.popleft(), "full")
+
+    # ---- the sender thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._load_spool()
+        while True:
+            with self._cond:
+                self._wait_for_work()
+                stopping = self._stopping
+                batch = self._take_spans()
+            if batch:
+                self._encode_batches(batch)
+            if stopping:
+                self._drain_for_shutdown()
+                return
+            self._send_ready()
+
+    def _wait_for_work(self) -> None:
+        """Sleep until spans are due (a full batch, the schedule delay, a flush), a retry is due, or a stop."""
+        deadline = time.monotonic() + self.settings.schedule_delay
+        while not self._stopping:
+            now = time.monotonic()
+            if self._spans and (
+                len(self._spans) >= self.settings.batch_spans or self._flushing or now >= deadline
+            ):
+                return
+            if self._requests and now >= self._retry_at:
+                return
+            if not self._spans and not self._requests and now >= deadline:
+                return
+            wake = min(deadline, self._retry_at) if self._requests else deadline
+            self._cond.wait(max(0.005, wake - now))
+
+    def _take_spans(self) -> list[ReadableSpan]:
+        taken = list(self._spans)
+        self._spans.clear()
+        return taken
+
+    def _encode_batches(self, spans: list[ReadableSpan]) -> None:
+        """Encode spans into requests of at most `batch_spans` each and queue them."""
+        size = self.settings.batch_spans
+        for start in range(0, len(spans), size):
+            chunk = spans[start : start + size]
+            try:
+                payload = self._encode(chunk)
+            except Exception:
+                log.exception("could not encode spans for export", extra={"spans": len(chunk)})
+                continue
+            with self._cond:
+                self._enqueue(_Request(payload, len(chunk)))
+
+    def _next(self) -> _Request | None:
+        """Take the head request to send, or None when nothing is due."""
+        with self._cond:
+            if not self._requests or time.monotonic() < self._retry_at:
+                return None
+            request = self._requests.popleft()
+            self._queued_bytes -= len(request.payload)
+            self._request_spans -= request.spans
+            self._in_flight = request
+            return request
+
+    def _send_ready(self, until: float | None = None) -> None:
+        """Send queued requests in order until the queue is empty or the backend needs a pause."""
+        while (request := self._next()) is not None:
+            answer = self._try(request, until)
+            with self._cond:
+                self._in_flight = None
+                if answer.verdict is Verdict.RETRY:
+                    self._enqueue(request, front=True)
+                    self._schedule_retry(answer)
+                    self._cond.notify_all()
+                    return
+                self._settled(request, answer)
+                self._cond.notify_all()
+            if until is not None and time.monotonic() >= until:
+                return
+
+    def _try(self, request: _Request, until: float | None) -> Answer:
+        """One delivery attempt, with the transport built on first use."""
+        try:
+            if self._transport is None:
+                self._transport = self._build_transport()
+            timeout = getattr(getattr(self._transport, "target", None), "timeout", 10.0)
+            if until is not None:
+                timeout = max(0.1, min(timeout, until - time.monotonic()))
+            return self._transport.send(request.payload, timeout)
+        except Exception as exc:  # a transport bug must not kill the thread or lose the request
+            log.exception("span export failed unexpectedly")
+            return Answer(Verdict.RETRY, f"{type(exc).__name__}: {exc}")
+
+    def _settled(self, request: _Request, answer: Answer) -> None:
+        """A request left the queue for good: delivered, or refused for good."""
+        if request.spooled is not None:
+            with contextlib.suppress(OSError):
+                request.spooled.unlink()
+        if answer.verdict is Verdict.SENT:
+            self.counts.exported += request.spans - answer.rejected
+            self.counts.dropped_rejected += answer.rejected
+            if self._outage_since is not None:
+                log.info(
+                    "span export recovered",
+                    extra={
+                        "outage_seconds": round(time.monotonic() - self._outage_since, 1),
+                        "queued_spans": self._pending(),
+                    },
+                )
+            self._outage_since = None
+            self._failures_in_row = 0
+            self._retry_at = 0.0
+        else:
+            self.counts.dropped_rejected += request.spans
+            log.error(
+                "span export refused for good; spans dropped",
+                extra={"spans": request.spans, "reason": answer.reason[:300]},
+            )
+
+    def _schedule_retry(self, answer: Answer) -> None:
+        """Back off exponentially with jitter, or as long as the backend asked (capped)."""
+        self.counts.retries += 1
+        self._failures_in_row += 1
+        if answer.retry_after is not None:
+            delay = min(answer.retry_after, self.settings.retry_max * 6)
+        else:
+            base = min(
+                self.settings.retry_max, self.settings.retry_initial * 2 ** (self._failures_in_row - 1)
+            )
+            delay = base * random.uniform(0.8, 1.2)
+        self._retry_at = time.monotonic() + delay
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning(
+                "span export failing; keeping spans and retrying",
+                extra={"reason": answer.reason[:300], "queued_spans": self._pending()},
+            )
+
+    # ---- shutdown and the spool ---------------------------------------------------------------
+
+    def _drain_for_shutdown(self) -> None:
+        """Try to deliver within the shutdown timeout; spool (or count as dropped) what is left."""
+        until = time.monotonic() + self.settings.shutdown_timeout
+        while time.monotonic() < until:
+            with self._cond:
+                if not self._requests:
+                    break
+                self._retry_at = min(self._retry_at, until)
+                wait = self._retry_at - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, max(0.0, until - time.monotonic())))
+                continue
+            self._send_ready(until)
+        with self._cond:
+            left = list(self._requests)
+            self._requests.clear()
+            self._request_spans = 0
+            self._queued_bytes = 0
+            self._cond.notify_all()
+        if left:
+            self._spool(left)
+
+    def _spool(self, requests: list[_Request]) -> None:
+        """Write undelivered requests to the spool directory (or count them dropped without one)."""
+        if self.spool_dir is None:
+            with self._cond:
+                self.counts.dropped_shutdown += sum(r.spans for r in requests)
+            log.warning("spans not delivered at shutdown", extra={"spans": sum(r.spans for r in requests)})
+            return
+        written = 0
+        try:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            stamp = time.time_ns()
+            for number, request in enumerate(requests):
+                if request.spooled is not None:  # still on disk from the last run
+                    written += request.spans
+                    continue
+                path = self.spool_dir / f"{stamp}-{number:06d}-{request.spans}{SPOOL_SUFFIX}"
+                temporary = path.with_suffix(".tmp")
+                temporary.write_bytes(request.payload)
+                temporary.replace(path)
+                written += request.spans
+        except OSError as exc:
+            log.error("could not spool undelivered spans", extra={"error": str(exc)})
+        with self._cond:
+            self.counts.spooled += written
+            self.counts.dropped_shutdown += sum(r.spans for r in requests) - written
+        log.info("undelivered spans spooled for the next start", extra={"spans": written})
+
+    def _load_spool(self) -> None:
+        """Queue the requests a previous process of this instance spooled, oldest first."""
+        if self.spool_dir is None or not self.spool_dir.is_dir():
+            return
+        loaded = 0
+        for path in sorted(self.spool_dir.glob(f"*{SPOOL_SUFFIX}")):
+            try:
+                payload = path.read_bytes()
+                spans = int(path.stem.rsplit("-", 1)[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            with self._cond:
+                self._enqueue(_Request(payload, spans, spooled=path))
+            loaded += spans
+        if loaded:
+            log.info("spooled spans queued for delivery", extra={"spans": loaded})
+
+
+_ALL: weakref.WeakSet[SendingQueue] = weakref.WeakSet()
+
+
+class QueueMetrics(Collector):
+    """The sending queues of this process as Prometheus metrics (read when scraped, no per-span cost)."""
+
+    def collect(self) -> Iterator[Metric]:
+        """Queue size in spans and bytes, spans exported and dropped by reason, retries."""
+        queues = list(_ALL)
+        size = GaugeMetricFamily("boutique_telemetry_export_queue_spans", "Spans waiting to be exported.")
+        size.add_metric([], sum(q.queued_spans for q in queues))
+        yield size
+        size_bytes = GaugeMetricFamily(
+            "boutique_telemetry_export_queue_bytes", "Bytes of encoded export requests waiting."
+        )
+        size_bytes.add_metric([], sum(q.queued_bytes for q in queues))
+        yield size_bytes
+        exported = CounterMetricFamily(
+            "boutique_telemetry_spans_exported", "Spans the telemetry backend accepted."
+        )
+        exported.add_metric([], sum(q.counts.exported for q in queues))
+        yield exported
+        dropped = CounterMetricFamily(
+            "boutique_telemetry_spans_dropped",
+            "Spans never delivered: queue full (oldest first), refused by the backend, or left at shutdown.",
+            labels=["reason"],
+        )
+        dropped.add_metric(["queue_full"], sum(q.counts.dropped_full for q in queues))
+        dropped.add_metric(["rejected"], sum(q.counts.dropped_rejected for q in queues))
+        dropped.add_metric(["shutdown"], sum(q.counts.dropped_shutdown for q in queues))
+        yield dropped
+        retries = CounterMetricFamily(
+            "boutique_telemetry_export_retries", "Export tries the backend answered with 'try later'."
+        )
+        retries.add_metric([], sum(q.counts.retries for q in queues))
+        yield retries
+
+
+REGISTRY.register(QueueMetrics())

@@ -1,0 +1,292 @@
+"""Send one encoded OTLP export request and say what the backend's answer means: sent, retry or drop.
+
+The SDK's OTLP exporters return one FAILURE for everything (a backend restarting and a request it can
+never accept look the same) and give up after their timeout. The sending queue needs to know which is
+which, so these transports speak OTLP over gRPC (`TraceService/Export`) and HTTP (`POST /v1/traces`)
+themselves, configured from the same standard variables: `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`,
+`..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._INSECURE`, `..._CERTIFICATE`,
+`..._CLIENT_KEY`, `..._CLIENT_CERTIFICATE`. Retryable answers are the OpenTelemetry specification's:
+gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED, CANCELLED, OUT_OF_RANGE, DATA_LOSS;
+HTTP 429, 502, 503, 504; no connection at all. Everything else drops the request (it would never pass).
+"""
+
+from __future__ import annotations
+
+import enum
+import gzip
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+GRPC_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+HTTP_TRACES_PATH = "/v1/traces"
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+RETRY_HTTP_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class Verdict(enum.Enum):
+    """What to do with a request after one try."""
+
+    SENT = "sent"
+    RETRY = "retry"  # the backend is away or busy: keep the request and try again later
+    DROP = "drop"  # the backend will never take it (bad data, wrong credentials): forget it
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The outcome of one try: the verdict, a delay the backend asked for, and why (for logs)."""
+
+    verdict: Verdict
+    reason: str = ""
+    retry_after: float | None = None
+    rejected: int = 0  # spans a backend refused in an otherwise successful answer (partial success)
+
+
+class Transport(Protocol):
+    """Sends encoded export requests to one backend."""
+
+    where: str
+
+    def send(self, payload: bytes, timeout: float) -> Answer:
+        """Try once to deliver the serialized request."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def _env(signal_name: str, generic: str) -> str | None:
+    """The signal-specific variable if set, else the generic one."""
+    value = os.environ.get(signal_name)
+    return value if value not in (None, "") else os.environ.get(generic)
+
+
+def _read(path: str | None) -> bytes | None:
+    """A credentials file's bytes; a missing file is a one-line error at set-up."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _parse_headers(text: str | None) -> tuple[tuple[str, str], ...]:
+    """`key=value,key2=value2` (values URL-encoded) as header pairs; keys lower-cased for gRPC."""
+    from urllib.parse import unquote
+
+    pairs = []
+    for item in (text or "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            pairs.append((unquote(key.strip()).lower(), unquote(value.strip())))
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class OtlpTarget:
+    """Where and how to send spans, read from the standard OTLP exporter variables."""
+
+    protocol: str  # "grpc" or "http/protobuf"
+    endpoint: str
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 10.0
+    gzip: bool = False
+    insecure: bool = True
+    certificate: str | None = None  # file paths, as the variables give them
+    client_key: str | None = None
+    client_certificate: str | None = None
+
+    @classmethod
+    def from_env(cls, protocol: str) -> OtlpTarget:
+        """The trace target of `protocol` from OTEL_EXPORTER_OTLP_* (the TRACES_ variants win)."""
+        specific = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        generic = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if protocol == "grpc":
+            endpoint = specific or generic or DEFAULT_GRPC_ENDPOINT
+        elif specific:
+            endpoint = specific  # used as given, path included
+        else:
+            endpoint = (generic or DEFAULT_HTTP_ENDPOINT).rstrip("/") + HTTP_TRACES_PATH
+        compression = (
+            _env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION") or ""
+        ).lower()
+        if compression not in ("", "none", "gzip"):
+            raise ValueError(f"OTEL_EXPORTER_OTLP_COMPRESSION={compression!r}: use gzip or none")
+        timeout_text = _env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT") or "10"
+        try:
+            timeout = float(timeout_text)
+        except ValueError:
+            raise ValueError(f"OTEL_EXPORTER_OTLP_TIMEOUT={timeout_text!r}: give seconds") from None
+        insecure_text = _env("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE")
+        scheme = urlparse(endpoint).scheme
+        insecure = insecure_text.lower() == "true" if insecure_text else scheme != "https"
+        return cls(
+            protocol=protocol,
+            endpoint=endpoint,
+            headers=_parse_headers(_env("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")),
+            timeout=timeout,
+            gzip=compression == "gzip",
+            insecure=insecure,
+            certificate=_env("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"),
+            client_key=_env("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"),
+            client_certificate=_env(
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"
+            ),
+        )
+
+    def transport(self) -> Transport:
+        """A transport for this target."""
+        return GrpcTransport(self) if self.protocol == "grpc" else HttpTransport(self)
+
+
+class GrpcTransport:
+    """OTLP/gRPC: one channel, the request bytes sent as they are (no re-encoding)."""
+
+    RETRY_CODES = frozenset(
+        {
+            "UNAVAILABLE",
+            "RESOURCE_EXHAUSTED",
+            "DEADLINE_EXCEEDED",
+            "ABORTED",
+            "CANCELLED",
+            "OUT_OF_RANGE",
+            "DATA_LOSS",
+        }
+    )
+
+    def __init__(self, target: OtlpTarget) -> None:
+        import grpc
+
+        self.target = target
+        parsed = urlparse(target.endpoint if "://" in target.endpoint else f"//{target.endpoint}")
+        address = parsed.netloc or target.endpoint
+        self.where = f"otlp grpc {target.endpoint}"
+        # Reconnect soon after the backend comes back, not after gRPC's default backoff of up to 2 min.
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        if target.insecure:
+            self._channel = grpc.insecure_channel(address, options=options)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                _read(target.certificate), _read(target.client_key), _read(target.client_certificate)
+            )
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        self._export = self._channel.unary_unary(
+            GRPC_EXPORT_METHOD, request_serializer=None, response_deserializer=None, _registered_method=True
+        )
+        self._compression = grpc.Compression.Gzip if target.gzip else None
+        self._rpc_error = grpc.RpcError
+
+    def send(self, payload: bytes, timeout: float) -> Answer:
+        """Export once; RetryInfo in the trailers (RESOURCE_EXHAUSTED) becomes the delay."""
+        try:
+            reply = self._export(
+                payload, timeout=timeout, metadata=self.target.headers or None, compression=self._compression
+            )
+        except self._rpc_error as error:
+            code = error.code() if hasattr(error, "code") else None
+            name = getattr(code, "name", "UNKNOWN")
+            details = error.details() if hasattr(error, "details") else str(error)
+            reason = f"{name}: {details}"
+            if name in self.RETRY_CODES:
+                return Answer(Verdict.RETRY, reason, _retry_info(error))
+            return Answer(Verdict.DROP, reason)
+        return Answer(Verdict.SENT, rejected=_rejected_spans(reply))
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+
+class HttpTransport:
+    """OTLP/HTTP with protobuf bodies (gzip when asked), through httpx."""
+
+    def __init__(self, target: OtlpTarget) -> None:
+        import httpx
+
+        self.target = target
+        self.where = f"otlp http/protobuf {target.endpoint}"
+        headers = {"Content-Type": "application/x-protobuf", **dict(target.headers)}
+        if target.gzip:
+            headers["Content-Encoding"] = "gzip"
+        verify: Any = target.certificate or True
+        cert: Any = None
+        if target.client_certificate:
+            cert = (
+                (target.client_certificate, target.client_key)
+                if target.client_key
+                else target.client_certificate
+            )
+        self._client = httpx.Client(headers=headers, verify=verify, cert=cert, trust_env=False)
+        self._httpx = httpx
+
+    def send(self, payload: bytes, timeout: float) -> Answer:
+        """POST once; Retry-After on 429/503 becomes the delay."""
+        body = gzip.compress(payload, compresslevel=5) if self.target.gzip else payload
+        try:
+            response = self._client.post(self.target.endpoint, content=body, timeout=timeout)
+        except self._httpx.HTTPError as exc:  # refused, reset, timed out: the backend is away
+            return Answer(Verdict.RETRY, f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        if 200 <= status < 300:
+            return Answer(Verdict.SENT, rejected=_rejected_spans(response.content))
+        reason = f"HTTP {status}: {response.text[:200]}"
+        if status in RETRY_HTTP_STATUSES:
+            return Answer(Verdict.RETRY, reason, _seconds(response.headers.get("retry-after")))
+        return Answer(Verdict.DROP, reason)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+
+def _seconds(text: str | None) -> float | None:
+    """A Retry-After given in seconds (an HTTP date is ignored: the backoff decides then)."""
+    try:
+        return max(0.0, float(text)) if text else None
+    except ValueError:
+        return None
+
+
+def _retry_info(error: Any) -> float | None:
+    """The delay a gRPC backend asked for in google.rpc.RetryInfo, if it sent one."""
+    try:
+        trailers = dict(error.trailing_metadata() or ())
+    except Exception:
+        return None
+    raw = trailers.get("google.rpc.retryinfo-bin")
+    if not isinstance(raw, bytes):
+        return None
+    from google.rpc.error_details_pb2 import RetryInfo
+
+    info = RetryInfo()
+    try:
+        info.ParseFromString(raw)
+    except Exception:
+        return None
+    return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+
+
+def _rejected_spans(reply: bytes | None) -> int:
+    """How many spans an ExportTraceServiceResponse says were rejected (partial success)."""
+    if not reply:
+        return 0
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    response = ExportTraceServiceResponse()
+    try:
+        response.ParseFromString(reply)
+    except Exception:
+        return 0
+    return int(response.partial_success.rejected_spans)
