@@ -127,6 +127,7 @@ class SendingQueue(SpanProcessor):
         self._queued_bytes = 0
         self._request_spans = 0  # spans in _requests (the one being sent is not in there)
         self._in_flight: _Request | None = None
+        self._in_flight_dropped = False  # the queue filled while it was being sent: drop it if it fails
         self._cond = threading.Condition()
         self._flushing = 0
         self._stopping = False
@@ -195,17 +196,23 @@ class SendingQueue(SpanProcessor):
     def queued_bytes(self) -> int:
         """Bytes of encoded requests waiting (and being sent)."""
         with self._cond:
-            return self._queued_bytes + (len(self._in_flight.payload) if self._in_flight else 0)
+            return self._queued_bytes + self._in_flight_bytes()
+
+    def _in_flight_bytes(self) -> int:
+        return len(self._in_flight.payload) if self._in_flight and not self._in_flight_dropped else 0
 
     def _pending(self) -> int:
-        in_flight = self._in_flight.spans if self._in_flight else 0
+        in_flight = self._in_flight.spans if self._in_flight and not self._in_flight_dropped else 0
         return len(self._spans) + self._request_spans + in_flight
 
     # ---- bounds (under the lock) --------------------------------------------------------------
 
     def _drop_oldest(self) -> None:
-        """Make room for one span: the oldest queued request goes first, else the oldest raw span."""
-        if self._requests:
+        """Make room for one span: the oldest request goes first (the one being sent, if its try fails),
+        then the oldest queued request, else the oldest raw span."""
+        if self._in_flight is not None and not self._in_flight_dropped:
+            self._in_flight_dropped = True
+        elif self._requests:
             self._forget(self._requests.popleft(), "full")
         elif self._spans:
             self._spans.popleft()
@@ -234,12 +241,14 @@ class SendingQueue(SpanProcessor):
             self._requests.appendleft(request)
             return
         self._requests.append(request)
-        in_flight = len(self._in_flight.payload) if self._in_flight else 0
-        while len(self._requests) > 1 and (
-            self._queued_bytes + in_flight > self.settings.max_bytes
-            or self._pending() > self.settings.max_spans
-        ):
-            self._forget(self._requests.popleft(), "full")
+        while (
+            self._queued_bytes + self._in_flight_bytes() > self.settings.max_bytes
+            or (self._pending() > self.settings.max_spans)
+        ) and (len(self._requests) > 1 or (self._in_flight is not None and not self._in_flight_dropped)):
+            if self._in_flight is not None and not self._in_flight_dropped:
+                self._in_flight_dropped = True
+            else:
+                self._forget(self._requests.popleft(), "full")
 
     # ---- the sender thread --------------------------------------------------------------------
 
@@ -300,6 +309,7 @@ class SendingQueue(SpanProcessor):
             self._queued_bytes -= len(request.payload)
             self._request_spans -= request.spans
             self._in_flight = request
+            self._in_flight_dropped = False
             return request
 
     def _send_ready(self, until: float | None = None) -> None:
@@ -308,6 +318,13 @@ class SendingQueue(SpanProcessor):
             answer = self._try(request, until)
             with self._cond:
                 self._in_flight = None
+                if answer.verdict is Verdict.RETRY and self._in_flight_dropped:  # no room kept for it
+                    self._queued_bytes += len(request.payload)
+                    self._request_spans += request.spans
+                    self._forget(request, "full")
+                    self._schedule_retry(answer)
+                    self._cond.notify_all()
+                    return
                 if answer.verdict is Verdict.RETRY:
                     self._enqueue(request, front=True)
                     self._schedule_retry(answer)
