@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,14 +51,20 @@ OWN_POLL = 0.005  # the benchmark's own client is read in-process, so it can be 
 
 @dataclass
 class Shop:
-    """A running `boutique up` and what the benchmark needs to know about it."""
+    """A running `boutique up` and what the benchmarks need to know about it (overload.py uses it too)."""
 
     process: asyncio.subprocess.Process
     data_dir: Path
     frontend_url: str
     registry_url: str
+    label: str = ""
     output: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     reader: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The frontend's port."""
+        return int(self.frontend_url.rsplit(":", 1)[1])
 
 
 @dataclass
@@ -94,17 +100,25 @@ class Stream:
         return text
 
 
-async def start_shop(replicas: int, ready_timeout: float) -> Shop:
-    """Start `boutique up` on free ports in a temporary directory; return once it prints that it is up."""
-    data_dir = Path(tempfile.mkdtemp(prefix="boutique-failover-"))
+async def start_shop(
+    options: Sequence[str], ready_timeout: float, env: dict[str, str] | None = None, label: str = "failover"
+) -> Shop:
+    """`boutique up --plain --no-load` plus `options` on free ports in a temporary directory, with `env`
+    added to the environment; returns once it prints that it is up."""
+    data_dir = Path(tempfile.mkdtemp(prefix=f"boutique-{label.replace(':', '')}-"))
     frontend_port, registry_port = free_port(), free_port()
     command = [sys.executable, "-m", "boutique.cli", "up", "--plain", "--no-load"]
     command += ["--frontend-port", str(frontend_port), "--registry-port", str(registry_port)]
-    command += ["--data-dir", str(data_dir), "--replicas", f"cart={replicas}"]
+    command += ["--data-dir", str(data_dir), *options]
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True
+        *command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
-    shop = Shop(process, data_dir, f"http://127.0.0.1:{frontend_port}", f"http://127.0.0.1:{registry_port}")
+    frontend, registry = f"http://127.0.0.1:{frontend_port}", f"http://127.0.0.1:{registry_port}"
+    shop = Shop(process, data_dir, frontend, registry, label)
     ready = asyncio.get_running_loop().create_future()
 
     async def read() -> None:
@@ -120,17 +134,16 @@ async def start_shop(replicas: int, ready_timeout: float) -> Shop:
 
     shop.reader = asyncio.create_task(read())
     try:
-        print(await asyncio.wait_for(ready, ready_timeout))
+        await asyncio.wait_for(ready, ready_timeout)
     except (TimeoutError, RuntimeError) as exc:
         await stop_shop(shop)
-        shutil.rmtree(data_dir, ignore_errors=True)
         tail = "\n".join(shop.output)
         raise SystemExit(f"boutique up not ready ({exc or 'timed out'}):\n{tail}") from None
     return shop
 
 
 async def stop_shop(shop: Shop, grace: float = 20.0) -> None:
-    """SIGINT to `boutique up` and wait for it (it stops every child); SIGKILL if it hangs."""
+    """SIGINT to `boutique up` and wait for it (it stops every child), SIGKILL if it hangs; remove its data."""
     if shop.process.returncode is None:
         shop.process.send_signal(signal.SIGINT)
         try:
@@ -142,6 +155,7 @@ async def stop_shop(shop: Shop, grace: float = 20.0) -> None:
     if shop.reader is not None:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(shop.reader, 5.0)
+    shutil.rmtree(shop.data_dir, ignore_errors=True)
 
 
 def cart_processes(data_dir: Path) -> list[dict[str, Any]]:
@@ -152,10 +166,9 @@ def cart_processes(data_dir: Path) -> list[dict[str, Any]]:
 
 async def frontend_status_url(http: httpx.AsyncClient, shop: Shop) -> str:
     """The frontend's /mesh/status URL, from the metrics port it registered."""
-    port = int(shop.frontend_url.rsplit(":", 1)[1])
     reply = await http.get(f"{shop.registry_url}/v1/services/frontend")
     for instance in reply.json()["instances"]:
-        if instance["ports"].get("http") == port and instance["ports"].get("metrics"):
+        if instance["ports"].get("http") == shop.port and instance["ports"].get("metrics"):
             return f"http://{instance['address']}:{instance['ports']['metrics']}/mesh/status"
     raise SystemExit("the frontend registered no metrics port")
 
@@ -260,7 +273,8 @@ class Watch:
 async def run(args: argparse.Namespace) -> None:
     """Start the shop, drive load, kill a cart replica, print what happened, stop the shop."""
     began = time.monotonic()
-    shop = await start_shop(args.replicas, args.ready_timeout)
+    shop = await start_shop(["--replicas", f"cart={args.replicas}"], args.ready_timeout)
+    print(shop.output[-1])
     dependency: GrpcDependency | None = None
     try:
         carts = cart_processes(shop.data_dir)
@@ -282,7 +296,6 @@ async def run(args: argparse.Namespace) -> None:
         if dependency is not None:
             await dependency.close()
         await stop_shop(shop)
-        shutil.rmtree(shop.data_dir, ignore_errors=True)
         print(
             f"boutique up stopped (exit {shop.process.returncode}); whole run {time.monotonic() - began:.1f}s"
         )

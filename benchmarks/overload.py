@@ -27,20 +27,14 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import shutil
-import signal
-import sys
-import tempfile
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+from failover import Shop, start_shop, stop_shop
 from prometheus_client.parser import text_string_to_metric_families
 
 from boutique.run.ports import free_port
@@ -236,19 +230,6 @@ async def open_loop(pool: Connections, rate: float, seconds: float, timeout: flo
     return step
 
 
-@dataclass
-class Shop:
-    """A running `boutique up` for one limiter mode."""
-
-    mode: str
-    process: asyncio.subprocess.Process
-    data_dir: Path
-    port: int
-    registry: str
-    output: deque[str] = field(default_factory=lambda: deque(maxlen=30))
-    reader: asyncio.Task[None] | None = None
-
-
 def limiter_env(mode: str) -> dict[str, str]:
     """The variables of a mode: `on`, `off`, or `fixed:N` (a fixed limit of N, for comparison)."""
     name, _, limit = mode.partition(":")
@@ -258,75 +239,18 @@ def limiter_env(mode: str) -> dict[str, str]:
     return env
 
 
-async def start_shop(mode: str, observatory: bool, ready_timeout: float) -> Shop:
-    """`boutique up --no-load` with BOUTIQUE_LIMITER=mode on free ports; returns once it is up."""
-    data_dir = Path(tempfile.mkdtemp(prefix=f"boutique-overload-{mode.replace(':', '')}-"))
-    port, registry_port = free_port(), free_port()
-    command = [sys.executable, "-m", "boutique.cli", "up", "--plain", "--no-load"]
-    command += [
-        "--frontend-port",
-        str(port),
-        "--registry-port",
-        str(registry_port),
-        "--data-dir",
-        str(data_dir),
-    ]
-    if observatory:
-        command += ["--observatory-ports", ",".join(str(free_port()) for _ in range(4))]
-    else:
-        command.append("--no-observatory")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **limiter_env(mode)}
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        env=env,
-    )
-    shop = Shop(mode, process, data_dir, port, f"http://127.0.0.1:{registry_port}")
-    ready = asyncio.get_running_loop().create_future()
-
-    async def read() -> None:
-        assert process.stdout is not None
-        async for raw in process.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            shop.output.append(line)
-            if "Boutique is up" in line and not ready.done():
-                ready.set_result(line)
-        if not ready.done():
-            ready.set_exception(RuntimeError("boutique up exited before it was ready"))
-
-    shop.reader = asyncio.create_task(read())
-    try:
-        await asyncio.wait_for(ready, ready_timeout)
-    except (TimeoutError, RuntimeError) as exc:
-        await stop_shop(shop)
-        raise SystemExit(
-            f"boutique up not ready ({exc or 'timed out'}):\n" + "\n".join(shop.output)
-        ) from None
-    return shop
-
-
-async def stop_shop(shop: Shop) -> None:
-    """SIGINT to `boutique up` (it stops its children), SIGKILL if it hangs; remove the data directory."""
-    if shop.process.returncode is None:
-        shop.process.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(shop.process.wait(), 30)
-        except TimeoutError:
-            shop.process.kill()
-            await shop.process.wait()
-    if shop.reader is not None:
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(shop.reader, 5.0)
-    shutil.rmtree(shop.data_dir, ignore_errors=True)
+async def start_mode(mode: str, observatory: bool, ready_timeout: float) -> Shop:
+    """A shop with BOUTIQUE_LIMITER=mode (and its own observatory, or none), once it is up."""
+    ports = ["--observatory-ports", ",".join(str(free_port()) for _ in range(4))]
+    options = ports if observatory else ["--no-observatory"]
+    return await start_shop(options, ready_timeout, limiter_env(mode), label=mode)
 
 
 async def watch_limit(http: httpx.AsyncClient, shop: Shop, seconds: float) -> list[int]:
     """The frontend's concurrency limit every 0.25 s for `seconds` (empty when it has none)."""
     url, seen = None, []
     with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-        for instance in (await http.get(f"{shop.registry}/v1/services/frontend")).json()["instances"]:
+        for instance in (await http.get(f"{shop.registry_url}/v1/services/frontend")).json()["instances"]:
             if instance["ports"].get("http") == shop.port and instance["ports"].get("metrics"):
                 url = f"http://{instance['address']}:{instance['ports']['metrics']}/mesh/status"
     ends = time.monotonic() + seconds
@@ -341,7 +265,7 @@ async def limiter_state(http: httpx.AsyncClient, shop: Shop) -> tuple[str, int]:
     """The frontend's limit now (text) and the requests shed by every process of the shop so far."""
     frontend, shed = "-", 0
     try:
-        services = (await http.get(f"{shop.registry}/v1/services")).json()
+        services = (await http.get(f"{shop.registry_url}/v1/services")).json()
     except (httpx.HTTPError, ValueError):
         return frontend, shed
     for instances in services.get("services", {}).values():
@@ -503,7 +427,7 @@ async def main_async(args: argparse.Namespace) -> None:
     """A shop per mode, side by side: calibrate each, then every step on each (alternating the order)."""
     began = time.monotonic()
     shops = await asyncio.gather(
-        *(start_shop(mode, args.observatory, args.ready_timeout) for mode in args.modes),
+        *(start_mode(mode, args.observatory, args.ready_timeout) for mode in args.modes),
         return_exceptions=True,
     )
     started = [shop for shop in shops if isinstance(shop, Shop)]
@@ -512,7 +436,7 @@ async def main_async(args: argparse.Namespace) -> None:
         if failed:
             raise SystemExit(f"a shop did not start: {failed[0]}")
         results = [
-            Result(shop.mode, shop, Connections("127.0.0.1", shop.port, args.max_connections))
+            Result(shop.label, shop, Connections("127.0.0.1", shop.port, args.max_connections))
             for shop in started
         ]
         for result in results:

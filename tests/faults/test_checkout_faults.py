@@ -19,15 +19,15 @@ def pid_of(up: Up, service: str) -> int:
     return int(found["pid"])
 
 
-def resolved(base_url: str, attempts: list) -> dict[str, str] | None:  # type: ignore[type-arg]
+def resolved(base_url: str, attempts: list, timeout: float = 60.0) -> dict[str, str]:  # type: ignore[type-arg]
     """The status page of every order whose outcome was unknown, once each says placed or not placed."""
-    found = status_pages(base_url, attempts)
-    LAST_STATUSES.clear()
-    LAST_STATUSES.update(found)
-    return found if all(v in ("placed", "not_placed") for v in found.values()) else None
-
-
-LAST_STATUSES: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        found = status_pages(base_url, attempts)
+        if all(v in ("placed", "not_placed") for v in found.values()):
+            return found
+        assert time.monotonic() < deadline, f"unknown outcomes never resolved: {found}"
+        time.sleep(0.5)
 
 
 def run_fault(tmp_path: Path, fault, shoppers: int = 4) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -41,11 +41,7 @@ def run_fault(tmp_path: Path, fault, shoppers: int = 4) -> dict[str, int]:  # ty
         attempts = checkouts.stop()
         assert attempts, f"no checkout was attempted: {checkouts.errors[:5]}"
         settle(tmp_path)
-        statuses: dict[str, str] = {}
-        if any(a.shown == "unknown" for a in attempts):
-            statuses = eventually(
-                lambda: resolved(up.url, attempts), f"unknown outcomes resolved ({LAST_STATUSES})", timeout=60
-            )
+        statuses = resolved(up.url, attempts) if any(a.shown == "unknown" for a in attempts) else {}
         figures = check_invariants(Books.read(tmp_path), attempts, statuses)
         print(figures)
         return figures

@@ -25,12 +25,11 @@ from boutique.asgi_server import BackgroundServer
 from boutique.mesh import GrpcServer, ProcessInfo, ServiceBinding, deadline
 from boutique.mesh.dependency import CallPolicy
 from boutique.mesh.discovery import Resolver
-from boutique.mesh.errors import BulkheadFull, CircuitOpen, NoInstances
+from boutique.mesh.errors import SERVED_BY, BulkheadFull, CircuitOpen, NoInstances
 from boutique.mesh.grpc_client import GrpcDependency
 from boutique.mesh.http_client import HttpDependency, ServerError
 from boutique.mesh.instance import Instance
 from boutique.mesh.resilience import BreakerConfig, BreakerState, RetryBudget
-from boutique.mesh.server import SERVED_BY
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.proto import demo_pb2_grpc
 from tests.support import wait_until

@@ -33,6 +33,10 @@ class DeadlineExceeded(Exception):
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+# Every answer of a mesh server names the instance that served it in this trailing metadata key, so a
+# caller can tell an answer of the callee from a call that failed on the way.
+SERVED_BY = "x-served-by"
+
 # A server whose call failed because one of *its* dependencies failed says which, in this trailing
 # metadata key ("payment", or "cart/redis" when the cart's own store failed). A caller then knows the
 # callee answered: its breaker and outlier detection do not count the failure against the callee.

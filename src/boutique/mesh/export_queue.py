@@ -340,7 +340,7 @@ class SendingQueue(SpanProcessor):
         try:
             if self._transport is None:
                 self._transport = self._build_transport()
-            timeout = getattr(getattr(self._transport, "target", None), "timeout", 10.0)
+            timeout = self._transport.timeout
             if until is not None:
                 timeout = max(0.1, min(timeout, until - time.monotonic()))
             return self._transport.send(request.payload, timeout)

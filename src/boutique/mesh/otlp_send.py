@@ -51,6 +51,7 @@ class Transport(Protocol):
     """Sends encoded export requests to one backend."""
 
     where: str
+    timeout: float  # how long one try may take (OTEL_EXPORTER_OTLP_TIMEOUT)
 
     def send(self, payload: bytes, timeout: float) -> Answer:
         """Try once to deliver the serialized request."""
@@ -166,6 +167,7 @@ class GrpcTransport:
         import grpc
 
         self.target = target
+        self.timeout = target.timeout
         parsed = urlparse(target.endpoint if "://" in target.endpoint else f"//{target.endpoint}")
         address = parsed.netloc or target.endpoint
         self.where = f"otlp grpc {target.endpoint}"
@@ -216,6 +218,7 @@ class HttpTransport:
         import httpx
 
         self.target = target
+        self.timeout = target.timeout
         self.where = f"otlp http/protobuf {target.endpoint}"
         headers = {"Content-Type": "application/x-protobuf", **dict(target.headers)}
         if target.gzip:

@@ -23,7 +23,7 @@ from opentelemetry import propagate, trace
 
 from boutique.mesh.config import ProcessInfo, env_duration
 from boutique.mesh.deadline import deadline_in, from_metadata
-from boutique.mesh.errors import FAILED_DEPENDENCY, failed_dependency_path
+from boutique.mesh.errors import FAILED_DEPENDENCY, SERVED_BY, failed_dependency_path
 from boutique.mesh.metrics import LIMITER_STATS, SERVER_STATS
 from boutique.mesh.presence import Presence
 from boutique.mesh.resilience.limiter import ConcurrencyLimiter, LimiterSettings
@@ -33,7 +33,6 @@ from boutique.mesh.tracing import tracing_on
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("boutique.mesh.server")
 
-SERVED_BY = "x-served-by"
 SHED = "x-boutique-shed"  # trailer of a call refused unprocessed by the concurrency limiter
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 

@@ -9,9 +9,8 @@ from contextlib import asynccontextmanager
 
 import grpc
 
-from boutique.mesh.errors import DeadlineExceeded, MeshUnavailable
+from boutique.mesh.errors import SERVED_BY, DeadlineExceeded, MeshUnavailable
 from boutique.mesh.grpc_client import failed_dependency_of
-from boutique.mesh.server import SERVED_BY
 
 
 class ShopError(Exception):

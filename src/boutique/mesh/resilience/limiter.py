@@ -35,7 +35,7 @@ from typing import Any, Protocol
 MODES = ("on", "fixed", "off")
 DEFAULT_RETRY_AFTER = 0.1  # seconds; the hint while no latency has been measured yet
 MAX_WINDOW_SAMPLES = 2048  # latencies kept per window; beyond that a random one is replaced
-CUTTING_WINDOWS = 3  # windows in a row of cutting before the baseline is re-measured (not for a blip)
+CUTTING_WINDOWS = 10  # windows in a row of cutting (1 s) before the baseline is re-measured: not for a blip
 
 
 class Limit(Protocol):
@@ -235,8 +235,9 @@ class GradientLimit:
         self._cutting = self._cutting + 1 if gradient < 1.0 and peak >= self._limit else 0
         if gradient >= 1.0 or peak >= estimate / 2:  # cut only a limit that is in use (see the doc)
             target = estimate * gradient + math.sqrt(estimate)
-            # Deep in overload (the gradient at its floor) the cut is taken whole, not smoothed.
-            estimate += (1.0 if gradient <= 0.5 else self.smoothing) * (target - estimate)
+            # Smoothed, also deep in overload: a blip of a few windows (a replica dying, a process
+            # starting on a busy core) must not cut the limit below what is in flight.
+            estimate += self.smoothing * (target - estimate)
             estimate = max(float(self.min_limit), min(float(self.max_limit), estimate))
             self._estimate = estimate
             self._limit = max(1, int(estimate))
@@ -369,7 +370,7 @@ class LimiterSettings:
     mode: str = "on"
     initial: int = 20
     min_limit: int = 1
-    max_limit: int = 50
+    max_limit: int = 200
 
     def __post_init__(self) -> None:
         """Reject settings no limiter can follow."""

@@ -27,7 +27,7 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from boutique.observatory.api.params import MAX_LIMIT
+from boutique.observatory.api.params import MAX_LIMIT, NS_PER_UNIT
 from boutique.observatory.store.base import TagCondition, TraceQuery
 
 DEFAULT_SEARCH_DEPTH = 100
@@ -35,16 +35,6 @@ RFC3339_NANO = "2006-01-02T15:04:05.999999999Z07:00"  # Go's layout, quoted in i
 SEARCH_DEPTH_RANGE = "search depth must be greater than 0 and less than max traces"
 _INT64_MAX = 2**63 - 1
 _DIGITS = re.compile(r"[0-9]*")
-_DURATION_UNITS = {
-    "ns": 1,
-    "us": 1_000,
-    "\u00b5s": 1_000,  # micro sign
-    "\u03bcs": 1_000,  # Greek mu
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
 _JSON_KINDS = {dict: "object", list: "array", str: "string", bool: "bool", int: "number", float: "number"}
 
 
@@ -230,9 +220,9 @@ def parse_go_duration_ns(name: str, value: str) -> int:
         unit, rest = rest[:unit_end], rest[unit_end:]
         if not unit:
             raise error(f"missing unit in duration {go_quote(value)}")
-        if unit not in _DURATION_UNITS:
+        if unit not in NS_PER_UNIT:
             raise error(f"unknown unit {go_quote(unit)} in duration {go_quote(value)}")
-        scale = _DURATION_UNITS[unit]
+        scale = NS_PER_UNIT[unit]
         whole_part = int(integer_digits or "0")
         if whole_part > _INT64_MAX // scale:
             raise invalid

@@ -44,7 +44,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1500
 MAX_NUMBER = 2**53  # larger times and durations are mistakes (and would overflow once scaled to µs)
 
-_NS_PER_UNIT = {
+NS_PER_UNIT = {  # Go's time.ParseDuration units, as Jaeger parses durations
     "ns": 1,
     "us": 1_000,
     "\u00b5s": 1_000,  # micro sign
@@ -104,7 +104,7 @@ def parse_duration_us(name: str, value: str, long_units: bool = False) -> int:
         return 0
     if body.startswith("-"):
         raise ParamError(name, f"duration must not be negative, got {value!r}")
-    units = {**_NS_PER_UNIT, **_LONG_UNITS} if long_units else _NS_PER_UNIT
+    units = {**NS_PER_UNIT, **_LONG_UNITS} if long_units else NS_PER_UNIT
     total, position = Fraction(0), 0
     for match in _DURATION_PART.finditer(body):
         if match.start() != position or match.group(2) not in units:
