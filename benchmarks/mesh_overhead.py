@@ -35,7 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from boutique.mesh.dependency import CallPolicy
 from boutique.mesh.discovery.static import StaticResolver
-from boutique.mesh.grpc_client import CHANNEL_OPTIONS, GrpcDependency, classify
+from boutique.mesh.grpc_client import CHANNEL_OPTIONS, GrpcDependency, status_of
 from boutique.run.ports import free_port
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.proto import demo_pb2_grpc as pb_grpc
@@ -214,7 +214,7 @@ async def bookkeeping_only(dependency: GrpcDependency, count: int) -> float:
         return answer
 
     async def call() -> Any:
-        return await dependency.invoke("GetProduct", attempt, classify, retryable=True)
+        return await dependency.invoke("GetProduct", attempt, status_of, retryable=True)
 
     await sequential(call, count, Samples())  # warm
     samples = Samples()
@@ -232,7 +232,7 @@ async def bookkeeping_then_bare(
         return answer
 
     async def control() -> Any:
-        await dependency.invoke("GetProduct", instant, classify, retryable=True)
+        await dependency.invoke("GetProduct", instant, status_of, retryable=True)
         return await stub.GetProduct(request, timeout=TIMEOUT)
 
     modes: dict[str, Call] = {"bare": lambda: stub.GetProduct(request, timeout=TIMEOUT), "control": control}

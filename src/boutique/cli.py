@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from boutique import __version__
-from boutique.mesh import ProcessInfo, configure_logging
+from boutique.mesh import MeshSettings, ProcessInfo, SettingsError, configure_logging
 from boutique.mesh.tracing import setup_tracing
 from boutique.shop.services import SERVICES
 
@@ -26,15 +26,16 @@ def _serve(args: argparse.Namespace) -> int:
         from boutique.shop.loadgen import runner
 
         return runner.run_from_env()
-    info = ProcessInfo.from_env(spec.name)
-    os.environ["BOUTIQUE_INSTANCE_ID"] = info.instance_id  # one id for logs, health and served-by
-    os.environ["BOUTIQUE_SERVICE"] = spec.name
-    configure_logging(spec.name, info.instance_id, args.log_level)
     try:
-        tracing = setup_tracing(spec.name, info.instance_id, __version__)
-    except ValueError as exc:  # a bad OTEL_* value
+        settings = MeshSettings.from_env()  # the one read of the environment: every part gets these
+    except SettingsError as exc:
         print(f"boutique serve {spec.name}: {exc}", file=sys.stderr)
         return 2
+    info = ProcessInfo.from_settings(spec.name, settings.process)
+    settings = settings.for_process(spec.name, info.instance_id)  # one id for logs, health and served-by
+    MeshSettings.install(settings)
+    configure_logging(spec.name, info.instance_id, args.log_level)
+    tracing = setup_tracing(spec.name, info.instance_id, __version__, settings.tracing)
     entry = spec.entry_point()
     try:
         asyncio.run(entry())
@@ -109,7 +110,6 @@ def _load(args: argparse.Namespace) -> int:
 def _prometheus_config(args: argparse.Namespace) -> int:
     """Write prometheus.yml and targets.json from the registry; without --once, keep the targets current."""
     import shlex
-    import signal
 
     from boutique.mesh import parse_duration
     from boutique.mesh.prometheus_sd import (
@@ -120,6 +120,7 @@ def _prometheus_config(args: argparse.Namespace) -> int:
         write_once,
     )
     from boutique.mesh.registry.client import RegistryError
+    from boutique.signals import stop_on_signals
 
     configure_logging("prometheus-config", f"prometheus-config-{os.getpid()}", args.log_level)
     out: Path = args.out.absolute()
@@ -159,9 +160,7 @@ def _prometheus_config(args: argparse.Namespace) -> int:
 
     async def keep_current() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(asyncio.get_running_loop(), stop.set)
         await watch(args.registry, registry_token, targets_path, refresh, stop)
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -51,7 +51,8 @@ def _outcome(response: httpx.Response | None) -> tuple[int, str, str]:
         return 0, "unknown", ""
     if response.status_code == 200 and (found := ORDER_ID.search(response.text)):
         return 200, "placed", found.group(1)
-    if 'data-outcome="unknown"' in response.text or response.status_code == 504:
+    # "unreachable": checkout was never called, but an earlier send of the same form may have placed it.
+    if re.search(r'data-outcome="(unknown|unreachable)"', response.text) or response.status_code == 504:
         return response.status_code, "unknown", ""
     return response.status_code, "failed", ""
 

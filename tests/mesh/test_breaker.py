@@ -1,10 +1,13 @@
-"""The circuit breaker's state machine, permits, events, fallbacks and Hystrix-style statistics."""
+"""The circuit breaker's state machine through its one call protocol (acquire, then success, failure or
+ignore), its events, operators, counted fallbacks and the snapshot it publishes."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import threading
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -13,10 +16,12 @@ from boutique.mesh.resilience import (
     BreakerOpenError,
     BreakerState,
     CircuitBreaker,
+    Permit,
 )
 from tests.support import ManualClock
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+T = TypeVar("T")
 
 
 def Clock(now: float = 1000.0) -> ManualClock:
@@ -41,6 +46,21 @@ def record(breaker: CircuitBreaker, *outcomes: str, duration: float = 0.01) -> N
             permit.ignore()
 
 
+async def through(breaker: CircuitBreaker, fn: Callable[[], Awaitable[T]]) -> T:
+    """Await `fn()` under a permit the way a caller does: failure on an error, ignore on cancellation."""
+    permit = breaker.acquire()
+    try:
+        result = await fn()
+    except Exception as exc:
+        permit.failure(timeout=isinstance(exc, TimeoutError))
+        raise
+    except BaseException:
+        permit.ignore()
+        raise
+    permit.success()
+    return result
+
+
 def trip(breaker: CircuitBreaker) -> None:
     """Open a default-configured breaker by failures."""
     record(breaker, *"f" * breaker.config.minimum_calls)
@@ -62,16 +82,24 @@ def test_a_success_that_reaches_minimum_calls_trips_on_the_failures_before_it() 
     breaker = make(Clock(), minimum_calls=10, failure_rate_threshold=0.5)
     record(breaker, *"fffff", *"ssss")
     assert breaker.state is CLOSED
-    ticket = breaker.enter()  # the hot-path protocol the mesh uses
-    breaker.leave(ticket, False, 0.01)
+    breaker.acquire().success(0.01)  # the success path's window check still runs
     assert breaker.state is OPEN  # 5 failures in 10 calls
 
 
 def test_successes_alone_never_trip_however_many() -> None:
     breaker = make(Clock(), minimum_calls=5, slow_call_duration=1.0)
     for _ in range(50):
-        breaker.leave(breaker.enter(), False, 0.01)
+        breaker.acquire().success(0.01)
     assert breaker.state is CLOSED and breaker.snapshot()["errorPercentage"] == 0
+    assert breaker.snapshot()["rollingCountSuccess"] == 50
+
+
+def test_time_window_successes_trip_on_the_failures_before_them() -> None:
+    breaker = make(Clock(), window_type="time", minimum_calls=10, failure_rate_threshold=0.5)
+    record(breaker, *"fffff", *"ssss")
+    assert breaker.state is CLOSED
+    record(breaker, "s")
+    assert breaker.state is OPEN  # 5 failures in 10 calls
 
 
 def test_failure_rate_below_threshold_stays_closed() -> None:
@@ -131,20 +159,13 @@ def test_time_window_keeps_recent_buckets() -> None:
 # ---- open ------------------------------------------------------------------------------------
 
 
-async def test_open_rejects_without_calling_fn() -> None:
+def test_open_refuses_a_permit_at_once() -> None:
     clock = Clock()
     breaker = make(clock)
     trip(breaker)
     clock.advance(2.0)
-    called: list[int] = []
-
-    async def fn() -> str:
-        called.append(1)
-        return "real"
-
     with pytest.raises(BreakerOpenError) as info:
-        await breaker.call(fn)
-    assert called == []
+        breaker.acquire()
     assert info.value.name == "dep"
     assert info.value.state is OPEN
     assert info.value.retry_after == pytest.approx(3.0)
@@ -189,7 +210,7 @@ async def test_half_open_admits_at_most_k_concurrent_probes() -> None:
         running -= 1
         return "ok"
 
-    tasks = [asyncio.create_task(breaker.call(slow)) for _ in range(20)]
+    tasks = [asyncio.create_task(through(breaker, slow)) for _ in range(20)]
     await asyncio.sleep(0)  # every task reaches its acquire; three are now waiting inside `slow`
     for _ in range(5):
         await asyncio.sleep(0)
@@ -307,9 +328,44 @@ def test_a_permit_finishes_only_once() -> None:
     with pytest.raises(RuntimeError):
         permit.failure()
     assert breaker.in_flight == 0
+    assert not hasattr(permit, "__dict__"), "a permit is allocated per call: it keeps to its slots"
+
+
+def test_a_health_probe_ends_the_open_wait_once_until_the_breaker_closes() -> None:
+    clock = Clock()
+    breaker = make(clock, wait_open=5.0, wait_open_max=60.0)
+    assert not breaker.probe_succeeded(), "a closed breaker has no wait to cut short"
+    trip(breaker)
+    clock.advance(1.0)
+    assert breaker.probe_succeeded()
+    probe = breaker.acquire()  # at once, four seconds before the wait would end
+    assert probe.half_open and breaker.state is HALF_OPEN
+    assert not breaker.probe_succeeded(), "half-open already lets probes in"
+    probe.failure()  # answers health checks, still fails calls
+    assert breaker.state is OPEN
+    assert not breaker.probe_succeeded(), "a second early probe in the same trouble"
+    clock.advance(9.75)
+    with pytest.raises(BreakerOpenError) as info:
+        breaker.acquire()
+    assert info.value.retry_after == pytest.approx(0.25), "the doubled wait was not sat out"
+    clock.advance(0.25)
+    record(breaker, "s", "s", "s")
+    assert breaker.state is CLOSED
+    trip(breaker)
+    assert breaker.probe_succeeded(), "a new open period gets its early probe again"
 
 
 # ---- stale permits ---------------------------------------------------------------------------
+
+
+def close_with(breaker: CircuitBreaker, probes: list[Permit]) -> None:
+    """Finish the three current probes with successes: the breaker closes on the third, not before."""
+    probes[0].success()
+    probes[1].success()
+    assert breaker.state is HALF_OPEN, "a stale answer counted towards closing"
+    probes[2].success()
+    assert breaker.state is CLOSED
+    assert breaker.in_flight == 0
 
 
 def test_stale_permits_do_not_touch_half_open_accounting() -> None:
@@ -325,12 +381,24 @@ def test_stale_permits_do_not_touch_half_open_accounting() -> None:
         breaker.acquire()  # the stale permit freed no probe slot
     stale_bad.failure()
     assert breaker.state is HALF_OPEN, "a failure from the closed era reopened the breaker"
-    probes[0].success()
-    probes[1].success()
-    assert breaker.state is HALF_OPEN, "the stale success counted towards closing"
-    probes[2].success()
-    assert breaker.state is CLOSED
-    assert breaker.in_flight == 0
+    close_with(breaker, probes)
+
+
+def test_late_probes_from_an_earlier_half_open_period_do_not_count() -> None:
+    clock = Clock()
+    breaker = make(clock, wait_open=5.0)
+    trip(breaker)
+    clock.advance(5.0)
+    late = [breaker.acquire() for _ in range(3)]
+    late[0].failure()
+    assert breaker.state is OPEN
+    clock.advance(10.0)  # the doubled wait
+    fresh = [breaker.acquire() for _ in range(3)]
+    late[1].success()
+    late[2].success()
+    with pytest.raises(BreakerOpenError):
+        breaker.acquire()  # the late probes freed no probe slot of this period
+    close_with(breaker, fresh)
 
 
 def test_permits_from_before_a_reset_do_not_count() -> None:
@@ -434,38 +502,22 @@ def test_unsubscribe_stops_notifications() -> None:
     assert seen == []
 
 
-# ---- fallbacks -------------------------------------------------------------------------------
+# ---- fallbacks, timeouts, ignored calls -------------------------------------------------------
 
 
-async def test_fallback_on_open_and_on_failure_is_counted() -> None:
+def test_fallbacks_the_caller_serves_are_counted_beside_failures_and_refusals() -> None:
     clock = Clock()
     breaker = make(clock)
-    given: list[Exception] = []
-
-    async def fallback(exc: Exception) -> str:
-        given.append(exc)
-        return "fallback"
-
-    async def failing() -> str:
-        raise ConnectionError("down")
-
-    assert await breaker.call(failing, fallback=fallback) == "fallback"
-    assert isinstance(given[-1], ConnectionError)
-    for _ in range(9):
-        await breaker.call(failing, fallback=fallback)
+    for _ in range(10):
+        breaker.acquire().failure()
+        breaker.record_fallback(ok=True)
     assert breaker.state is OPEN
-
-    async def never() -> str:
-        raise AssertionError("called while open")
-
-    assert await breaker.call(never, fallback=fallback) == "fallback"
-    assert isinstance(given[-1], BreakerOpenError)
-
-    async def broken_fallback(exc: Exception) -> str:
-        raise LookupError("no fallback data")
-
-    with pytest.raises(LookupError):
-        await breaker.call(never, fallback=broken_fallback)
+    with pytest.raises(BreakerOpenError):
+        breaker.acquire()
+    breaker.record_fallback(ok=True)
+    with pytest.raises(BreakerOpenError):
+        breaker.acquire()
+    breaker.record_fallback(ok=False)
     snap = breaker.snapshot()
     assert snap["rollingCountFallbackSuccess"] == 11
     assert snap["rollingCountFallbackFailure"] == 1
@@ -473,28 +525,21 @@ async def test_fallback_on_open_and_on_failure_is_counted() -> None:
     assert snap["rollingCountFailure"] == 10
 
 
-async def test_call_passes_arguments_and_records_success() -> None:
+def test_a_success_without_a_duration_is_measured_from_acquire() -> None:
+    clock = Clock()
+    breaker = make(clock)
+    permit = breaker.acquire()
+    clock.advance(0.25)
+    permit.success()
+    snap = breaker.snapshot()
+    assert snap["rollingCountSuccess"] == 1
+    assert snap["latencyTotal_mean"] == pytest.approx(250.0)
+
+
+async def test_ignored_and_cancelled_calls_never_count() -> None:
     breaker = make(Clock())
-
-    async def add(a: int, b: int, *, scale: int) -> int:
-        return (a + b) * scale
-
-    assert await breaker.call(add, 1, 2, scale=10) == 30
-    assert breaker.snapshot()["rollingCountSuccess"] == 1
-
-
-async def test_non_failures_and_cancellation_are_ignored_and_propagate() -> None:
-    breaker = make(Clock())
-
-    async def invalid() -> str:
-        raise ValueError("INVALID_ARGUMENT")
-
-    async def fallback(exc: Exception) -> str:
-        return "fallback"
-
     for _ in range(20):
-        with pytest.raises(ValueError):
-            await breaker.call(invalid, fallback=fallback, is_failure=lambda e: not isinstance(e, ValueError))
+        breaker.acquire().ignore()  # e.g. INVALID_ARGUMENT: the request's own fault
     assert breaker.state is CLOSED
 
     started = asyncio.Event()
@@ -504,8 +549,9 @@ async def test_non_failures_and_cancellation_are_ignored_and_propagate() -> None
         await asyncio.Event().wait()
         return "never"
 
-    task = asyncio.create_task(breaker.call(hang))
+    task = asyncio.create_task(through(breaker, hang))
     await started.wait()
+    assert breaker.in_flight == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -522,16 +568,17 @@ async def test_timeouts_count_as_failures_and_timeouts() -> None:
 
     for _ in range(3):
         with pytest.raises(TimeoutError):
-            await breaker.call(times_out)
+            await through(breaker, times_out)
     breaker.acquire().failure(0.2, timeout=True)
+    breaker.acquire().failure(0.2)  # a failure that is not a timeout
     snap = breaker.snapshot()
-    assert snap["rollingCountTimeout"] == 4 and snap["rollingCountFailure"] == 4
+    assert snap["rollingCountTimeout"] == 4 and snap["rollingCountFailure"] == 5
 
 
 # ---- statistics ------------------------------------------------------------------------------
 
 
-async def test_snapshot_counts_and_percentiles_match_a_known_sequence() -> None:
+def test_snapshot_counts_and_percentiles_match_a_known_sequence() -> None:
     clock = Clock(5000.0)
     breaker = make(clock, minimum_calls=20, slow_call_duration=0.075)
     for ms in (10, 20, 30, 40, 50, 60, 70, 80):
@@ -539,18 +586,15 @@ async def test_snapshot_counts_and_percentiles_match_a_known_sequence() -> None:
     breaker.acquire().failure(0.090)
     breaker.acquire().failure(0.100, timeout=True)
     held = breaker.acquire()  # in flight while we look
-
-    async def measured() -> str:
-        clock.advance(0.5)  # the call "takes" half a second of logical time
-        return "ok"
-
     breaker.force_open()
     for _ in range(3):
         with pytest.raises(BreakerOpenError):
             breaker.acquire()
     breaker.reset()
     clock.advance(3.0)
-    assert await breaker.call(measured) == "ok"
+    measured = breaker.acquire()
+    clock.advance(0.5)  # the call takes half a second of logical time
+    measured.success()
 
     snap = breaker.snapshot()
     assert snap["name"] == "dep" and snap["group"] == "grp" and snap["type"] == "HystrixCommand"

@@ -7,6 +7,7 @@ the caller's error, hang) and whose calls it counts; each answer names the insta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -25,7 +26,7 @@ from boutique.asgi_server import BackgroundServer
 from boutique.mesh import GrpcServer, ProcessInfo, ServiceBinding, deadline
 from boutique.mesh.dependency import CallPolicy
 from boutique.mesh.discovery import Resolver
-from boutique.mesh.errors import SERVED_BY, BulkheadFull, CircuitOpen, NoInstances
+from boutique.mesh.errors import SERVED_BY, SHED, BulkheadFull, CircuitOpen, NoInstances
 from boutique.mesh.grpc_client import GrpcDependency
 from boutique.mesh.http_client import HttpDependency, ServerError
 from boutique.mesh.instance import Instance
@@ -432,6 +433,33 @@ async def test_breaker_opens_then_fails_fast_without_the_network(
     assert snapshot["rollingCountFallbackSuccess"] == 1
 
 
+async def test_an_open_breaker_lets_a_dependency_that_answers_health_checks_in_early(
+    start_backends: Start, dependencies: list[Any]
+) -> None:
+    (backend,) = await start_backends("flaky")
+    backend.servicer.mode = "unavailable"
+    dependency, _ = grpc_dependency(dependencies, [backend], breaker=TRIPPY)  # open for 60 s
+    for _ in range(4):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await dependency.call("GetProduct", request())
+    assert dependency.breaker is not None and dependency.breaker.state is BreakerState.OPEN
+    backend.servicer.mode = "ok"
+
+    answers: list[pb.Product] = []
+
+    async def answered() -> bool:
+        with contextlib.suppress(CircuitOpen):
+            answers.append(await dependency.call("GetProduct", request()))
+        return bool(answers)
+
+    give_up = time.monotonic() + 20  # a third of the open wait: only the health probe can cut it short
+    while not await answered():
+        assert time.monotonic() < give_up, "the breaker sat out its wait: no health probe let calls in"
+        await asyncio.sleep(0.05)
+    assert answers[0].name == "flaky"
+    assert dependency.breaker.state is not BreakerState.OPEN
+
+
 async def test_async_fallback_answers_a_failing_call(start_backends: Start, dependencies: list[Any]) -> None:
     (backend,) = await start_backends("broken")
     backend.servicer.mode = "internal"
@@ -575,10 +603,12 @@ async def test_full_bulkhead_refuses_at_once(start_backends: Start, dependencies
 
 @dataclass
 class HttpInstance:
-    """A small real HTTP server that answers 503 (down) or 200 naming itself, and counts by method."""
+    """A small real HTTP server that answers 503 (down, or shed with the shed marker) or 200 naming
+    itself, and counts by method."""
 
     instance_id: str
     down: bool = False
+    shed: bool = False
     calls: dict[str, int] = field(default_factory=dict)
     server: BackgroundServer | None = None
     port: int = 0
@@ -590,6 +620,8 @@ class HttpInstance:
             self.calls[request.method] = self.calls.get(request.method, 0) + 1
             if self.down:
                 return PlainTextResponse("down", status_code=503)
+            if self.shed:  # as a concurrency limiter refuses a request before doing any work
+                return PlainTextResponse("busy", status_code=503, headers={SHED: "concurrency-limit"})
             return PlainTextResponse(self.instance_id)
 
         return Starlette(routes=[Route("/item", item, methods=["GET", "POST"])])
@@ -600,23 +632,36 @@ class HttpInstance:
         return Instance("web", self.instance_id, "127.0.0.1", {"http": self.port})
 
 
-@pytest.fixture
-async def http_pair() -> AsyncIterator[tuple[HttpInstance, HttpInstance]]:
-    """One instance answering 503 and one healthy, both serving on loopback."""
-    pair = (HttpInstance("down", down=True), HttpInstance("up"))
+@contextlib.asynccontextmanager
+async def serving(
+    first: HttpInstance, second: HttpInstance
+) -> AsyncIterator[tuple[HttpInstance, HttpInstance]]:
+    """Both instances serving on loopback for the block."""
+    pair = (first, second)
     for instance in pair:
         instance.server = BackgroundServer(instance.app(), "127.0.0.1", 0)
         instance.port = await instance.server.start()
-    yield pair
-    for instance in pair:
-        assert instance.server is not None
-        await instance.server.stop()
+    try:
+        yield pair
+    finally:
+        for instance in pair:
+            assert instance.server is not None
+            await instance.server.stop()
 
 
-def http_dependency(made: list[Any], instances: Iterable[HttpInstance]) -> HttpDependency:
-    """An HttpDependency over the instances, balanced round robin, no breaker."""
+@pytest.fixture
+async def http_pair() -> AsyncIterator[tuple[HttpInstance, HttpInstance]]:
+    """One instance answering 503 and one healthy, both serving on loopback."""
+    async with serving(HttpInstance("down", down=True), HttpInstance("up")) as pair:
+        yield pair
+
+
+def http_dependency(made: list[Any], instances: Iterable[HttpInstance], **policy: Any) -> HttpDependency:
+    """An HttpDependency over the instances, balanced round robin, no breaker unless the policy names one."""
+    policy.setdefault("balancer", "round_robin")
+    policy.setdefault("breaker", None)
     resolver = ManualResolver([i.instance for i in instances])
-    dependency = HttpDependency(unique("web"), resolver, CallPolicy(balancer="round_robin", breaker=None))
+    dependency = HttpDependency(unique("web"), resolver, CallPolicy(**policy))
     made.append(dependency)
     return dependency
 
@@ -651,3 +696,28 @@ async def test_http_post_is_not_retried(
         pytest.fail("no POST ever reached the failing instance")
     assert down.calls["POST"] == 1
     assert up.calls.get("POST", 0) == successes, "the failed POST was sent again"
+
+
+async def test_http_shed_answers_are_retried_elsewhere_and_blame_no_one(dependencies: list[Any]) -> None:
+    async with serving(HttpInstance("busy", shed=True), HttpInstance("free")) as (busy, free):
+        dependency = http_dependency(dependencies, (busy, free), breaker=BreakerConfig(minimum_calls=2))
+        for _ in range(6):
+            response = await dependency.request("GET", "/item")
+            assert response.status_code == 200 and response.text == "free"
+        assert busy.calls["GET"] >= 1
+        for _ in range(4):  # not idempotent: the shed answer reaches the caller
+            try:
+                await dependency.request("POST", "/item")
+            except ServerError as exc:
+                assert exc.response.status_code == 503
+                break
+        else:
+            pytest.fail("no POST ever reached the shedding instance")
+
+    assert dependency.detector.ejections_total == 0
+    assert all(e.consecutive_failures == 0 for e in dependency.balancer.endpoints)
+    assert dependency.breaker is not None and dependency.breaker.snapshot()["rollingCountFailure"] == 0
+    labels = {"dependency": dependency.name, "method": "POST", "outcome": "overloaded"}
+    assert sample("boutique_mesh_client_calls_total", **labels) == 1
+    retries = sample("boutique_mesh_client_retries_total", dependency=dependency.name, method="GET")
+    assert retries == busy.calls["GET"]

@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import grimp
 import pytest
 
 from boutique.mesh.discovery import (
+    BACKENDS,
     DnsResolver,
     EtcdRegistrar,
     EtcdResolver,
@@ -22,11 +24,12 @@ from boutique.mesh.discovery import (
     RetryPolicy,
     StaticRegistrar,
     StaticResolver,
-    registrar_from_env,
-    resolver_from_env,
+    registrar_for,
+    resolver_for,
 )
 from boutique.mesh.instance import Instance
 from boutique.mesh.registry import RegistryServer
+from boutique.mesh.settings import DISCOVERY_BACKENDS, DiscoverySettings, MeshSettings
 
 WAIT = 30.0  # generous bound on whether something happens, never on how fast
 FAST_RETRY = RetryPolicy(base=0.05, cap=0.3)
@@ -83,41 +86,42 @@ def test_retry_delays_grow_to_the_cap_and_stay_within_jitter_bounds() -> None:
     assert policy.delay(1000, rand=lambda: 1.0) == 2.0
 
 
+def discovery(**environ: str) -> DiscoverySettings:
+    """The discovery part of the settings these variables give."""
+    return MeshSettings.from_env(environ).discovery
+
+
 def test_backend_is_chosen_by_configuration() -> None:
-    registry = resolver_from_env("cart", environ={"BOUTIQUE_REGISTRY_URL": "http://127.0.0.1:7999"})
+    registry = resolver_for("cart", discovery(BOUTIQUE_REGISTRY_URL="http://127.0.0.1:7999"))
     assert isinstance(registry, RegistryResolver) and registry.client.base_url == "http://127.0.0.1:7999"
-    default = resolver_from_env("cart", environ={})
+    default = resolver_for("cart", discovery())
     assert isinstance(default, RegistryResolver) and default.client.base_url == "http://127.0.0.1:7600"
-    etcd = resolver_from_env(
+    etcd = resolver_for(
         "cart",
-        environ={
-            "BOUTIQUE_DISCOVERY": "etcd",
-            "BOUTIQUE_ETCD_ENDPOINTS": "http://127.0.0.1:1,http://127.0.0.1:2",
-        },
+        discovery(
+            BOUTIQUE_DISCOVERY="etcd",
+            BOUTIQUE_ETCD_ENDPOINTS="http://127.0.0.1:1,http://127.0.0.1:2",
+        ),
     )
     assert isinstance(etcd, EtcdResolver)
     assert etcd.client.endpoints == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
     assert etcd.prefix == "/boutique/services/"
-    dns = resolver_from_env(
+    dns = resolver_for(
         "cart",
-        environ={
-            "BOUTIQUE_DISCOVERY": "dns",
-            "BOUTIQUE_DNS_SUFFIX": ".shop.svc",
-            "BOUTIQUE_DNS_PORT": "7070",
-        },
+        discovery(BOUTIQUE_DISCOVERY="dns", BOUTIQUE_DNS_SUFFIX=".shop.svc", BOUTIQUE_DNS_PORT="7070"),
     )
     assert isinstance(dns, DnsResolver) and (dns.name, dns.port) == ("cart.shop.svc", 7070)
     with pytest.raises(RuntimeError, match="CART_SERVICE_ADDR"):
-        resolver_from_env("cart", "CART_SERVICE_ADDR", environ={"BOUTIQUE_DISCOVERY": "static"})
-    with pytest.raises(RuntimeError, match="BOUTIQUE_DISCOVERY"):
-        resolver_from_env("cart", environ={"BOUTIQUE_DISCOVERY": "zookeeper"})
+        resolver_for("cart", discovery(BOUTIQUE_DISCOVERY="static"), "CART_SERVICE_ADDR")
+    with pytest.raises(ValueError, match="BOUTIQUE_DISCOVERY"):
+        discovery(BOUTIQUE_DISCOVERY="zookeeper")
 
 
 def test_an_address_variable_pins_the_dependency() -> None:
     env = {"BOUTIQUE_DISCOVERY": "etcd"}
 
     def pinned(value: str) -> Resolver:
-        return resolver_from_env("cart", "CART_SERVICE_ADDR", environ={**env, "CART_SERVICE_ADDR": value})
+        return resolver_for("cart", discovery(**env, CART_SERVICE_ADDR=value), "CART_SERVICE_ADDR")
 
     listed = pinned("127.0.0.1:7070, 127.0.0.2:7070")
     assert isinstance(listed, StaticResolver) and listed.addresses == ("127.0.0.1:7070", "127.0.0.2:7070")
@@ -130,14 +134,35 @@ def test_an_address_variable_pins_the_dependency() -> None:
         pinned("cartservice")
     with pytest.raises(RuntimeError, match="CART_SERVICE_ADDR"):
         pinned("127.0.0.1:notaport")
-    assert isinstance(resolver_from_env("cart", "CART_SERVICE_ADDR", environ=env), EtcdResolver)
+    assert isinstance(resolver_for("cart", discovery(**env), "CART_SERVICE_ADDR"), EtcdResolver)
 
 
 def test_registrar_is_chosen_by_configuration() -> None:
-    assert isinstance(registrar_from_env({}), RegistryRegistrar)
-    assert isinstance(registrar_from_env({"BOUTIQUE_DISCOVERY": "etcd"}), EtcdRegistrar)
-    assert isinstance(registrar_from_env({"BOUTIQUE_DISCOVERY": "dns"}), StaticRegistrar)
-    assert isinstance(registrar_from_env({"BOUTIQUE_DISCOVERY": "static"}), StaticRegistrar)
+    assert isinstance(registrar_for(discovery()), RegistryRegistrar)
+    assert isinstance(registrar_for(discovery(BOUTIQUE_DISCOVERY="etcd")), EtcdRegistrar)
+    assert isinstance(registrar_for(discovery(BOUTIQUE_DISCOVERY="dns")), StaticRegistrar)
+    assert isinstance(registrar_for(discovery(BOUTIQUE_DISCOVERY="static")), StaticRegistrar)
+
+
+def test_one_table_holds_every_backend_and_base_imports_none() -> None:
+    assert tuple(BACKENDS) == DISCOVERY_BACKENDS  # the names the settings accept are the table's rows
+    made = {name: type(BACKENDS[name].registrar(discovery())).__name__ for name in BACKENDS}
+    assert made == {
+        "registry": "RegistryRegistrar",
+        "etcd": "EtcdRegistrar",
+        "dns": "StaticRegistrar",
+        "static": "StaticRegistrar",
+    }
+    graph = grimp.build_graph("boutique", cache_dir=None)
+    siblings = {
+        module
+        for module in graph.find_modules_directly_imported_by("boutique.mesh.discovery.base")
+        if module.startswith("boutique.mesh.discovery")
+    }
+    assert siblings == set()
+    assert graph.find_modules_directly_imported_by("boutique.mesh.discovery.backends") >= {
+        f"boutique.mesh.discovery.{name}" for name in ("dns", "etcd", "registry", "static")
+    }
 
 
 # ---- static --------------------------------------------------------------------------------------

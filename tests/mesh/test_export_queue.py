@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from boutique.mesh.export_queue import QueueSettings, SendingQueue
 from boutique.mesh.otlp_send import GRPC_EXPORT_METHOD, OtlpTarget
+from boutique.mesh.settings import MeshSettings
 from boutique.run.ports import free_port
 
 FAST = QueueSettings(schedule_delay=0.05, retry_initial=0.05, retry_max=0.2, shutdown_timeout=1.0)
@@ -235,16 +236,16 @@ def test_the_transport_is_built_only_when_spans_are_due(backend: GrpcBackend) ->
     provider.shutdown()
 
 
-def test_bad_variables_fail_at_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli")
-    with pytest.raises(ValueError, match="gzip or none"):
-        OtlpTarget.from_env("grpc")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
-    monkeypatch.setenv("BOUTIQUE_EXPORT_QUEUE_SPANS", "many")
+def test_bad_variables_fail_at_set_up() -> None:
+    env = {"OTEL_EXPORTER_OTLP_COMPRESSION": "brotli"}
+    with pytest.raises(ValueError, match="gzip, none"):
+        MeshSettings.from_env(env)
+    env["OTEL_EXPORTER_OTLP_COMPRESSION"] = "gzip"
     with pytest.raises(ValueError, match="BOUTIQUE_EXPORT_QUEUE_SPANS"):
-        QueueSettings.from_env()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")
-    assert OtlpTarget.from_env("http/protobuf").endpoint == "http://collector:4318/v1/traces"
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://tempo:4317")
-    grpc_target = OtlpTarget.from_env("grpc")
+        MeshSettings.from_env({**env, "BOUTIQUE_EXPORT_QUEUE_SPANS": "many"})
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4318/"
+    http = {**env, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    assert MeshSettings.from_env(http).tracing.target.endpoint == "http://collector:4318/v1/traces"
+    env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "https://tempo:4317"
+    grpc_target = MeshSettings.from_env(env).tracing.target
     assert grpc_target.endpoint == "https://tempo:4317" and not grpc_target.insecure and grpc_target.gzip

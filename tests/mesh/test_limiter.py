@@ -15,6 +15,7 @@ from boutique.mesh.resilience.limiter import (
     LimiterSettings,
     Permit,
 )
+from boutique.mesh.settings import MeshSettings
 
 
 class Clock:
@@ -240,20 +241,25 @@ def test_threads_share_one_limiter_safely() -> None:
     assert limiter.admitted_count + limiter.shed_count == 16000
 
 
+def limiter_settings(environ: dict[str, str]) -> LimiterSettings:
+    """The limiter's part of the settings `environ` gives."""
+    return MeshSettings.from_env(environ).limiter
+
+
 def test_settings_come_from_the_environment() -> None:
-    assert LimiterSettings.from_env({}) == LimiterSettings()
-    settings = LimiterSettings.from_env(
+    assert limiter_settings({}) == LimiterSettings()
+    settings = limiter_settings(
         {"BOUTIQUE_LIMITER": "fixed", "BOUTIQUE_LIMITER_INITIAL": "7", "BOUTIQUE_LIMITER_MIN": "2"}
     )
     limiter = settings.build("http")
     assert limiter is not None and isinstance(limiter.limit, FixedLimit) and limiter.current_limit == 7
-    assert LimiterSettings.from_env({"BOUTIQUE_LIMITER": "off"}).build("grpc") is None
-    adaptive = LimiterSettings.from_env({"BOUTIQUE_LIMITER_MAX": "64"}).build("grpc")
+    assert limiter_settings({"BOUTIQUE_LIMITER": "off"}).build("grpc") is None
+    adaptive = limiter_settings({"BOUTIQUE_LIMITER_MAX": "64"}).build("grpc")
     assert adaptive is not None and isinstance(adaptive.limit, GradientLimit)
     assert adaptive.limit.max_limit == 64
     with pytest.raises(ValueError, match="BOUTIQUE_LIMITER must be one of"):
-        LimiterSettings.from_env({"BOUTIQUE_LIMITER": "maybe"})
+        limiter_settings({"BOUTIQUE_LIMITER": "maybe"})
     with pytest.raises(ValueError, match="BOUTIQUE_LIMITER_MIN"):
-        LimiterSettings.from_env({"BOUTIQUE_LIMITER_MIN": "50", "BOUTIQUE_LIMITER_INITIAL": "20"})
+        limiter_settings({"BOUTIQUE_LIMITER_MIN": "50", "BOUTIQUE_LIMITER_INITIAL": "20"})
     with pytest.raises(ValueError, match="whole number"):
-        LimiterSettings.from_env({"BOUTIQUE_LIMITER_MAX": "lots"})
+        limiter_settings({"BOUTIQUE_LIMITER_MAX": "lots"})

@@ -43,9 +43,8 @@ from starlette.applications import Starlette
 from boutique.observatory.model import STATUS_ERROR, STATUS_OK, STATUS_UNSET, Event, Link, SpanBatch
 from boutique.observatory.otlp.values import to_key_values
 from boutique.observatory.pipeline import Pipeline
-from boutique.observatory.receivers import otlp_proto
-from boutique.observatory.receivers.http import Limits, otlp_http_routes, zipkin_routes
-from boutique.observatory.receivers.otlp_grpc import add_trace_service, make_grpc_server
+from boutique.observatory.receivers import RECEIVERS, HttpReceiver, Limits, otlp_grpc, otlp_proto
+from boutique.observatory.receivers.base import make_grpc_server
 from boutique.observatory.store.duckdb_store import DuckDBStore
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -294,7 +293,8 @@ def pipeline(controlled: ControlledStore) -> Iterator[Pipeline]:
 
 def http_client(pipeline: Pipeline, limits: Limits | None = None) -> httpx.AsyncClient:
     limits = limits or Limits()
-    app = Starlette(routes=[*otlp_http_routes(pipeline, limits), *zipkin_routes(pipeline, limits)])
+    routes = [r for rc in RECEIVERS if isinstance(rc, HttpReceiver) for r in rc.routes(pipeline, limits)]
+    app = Starlette(routes=routes)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://observatory")
 
 
@@ -310,7 +310,7 @@ async def grpc_channel(
 ) -> AsyncIterator[grpc.aio.Channel]:
     """A real gRPC server on a loopback port with the trace service, and a channel to it."""
     server = make_grpc_server(max_message_bytes)
-    add_trace_service(server, pipeline)
+    server.add_generic_rpc_handlers((otlp_grpc.RECEIVER.handler(pipeline),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -631,7 +631,7 @@ def assert_sdk_spans_stored(store: DuckDBStore, spans: tuple[ReadableSpan, ...])
 async def test_the_sdks_grpc_exporter_is_understood(pipeline: Pipeline, store: DuckDBStore) -> None:
     spans = sdk_spans()
     server = make_grpc_server(4 << 20)
-    add_trace_service(server, pipeline)
+    server.add_generic_rpc_handlers((otlp_grpc.RECEIVER.handler(pipeline),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=10)

@@ -15,7 +15,8 @@ from boutique.observatory.api.params import ParamError
 from boutique.observatory.store.base import TagCondition
 from boutique.observatory.store.duckdb_store import DuckDBStore
 from boutique.observatory.ui.pages import service_colour
-from boutique.observatory.ui.search import ago, condition_text, split_conditions, time_ticks, utc_field
+from boutique.observatory.ui.search import condition_text, split_conditions, time_ticks, utc_field
+from boutique.observatory.ui.timefmt import ago
 from tests.observatory.test_api_jaeger import MS, T0, TRACE_A, TRACE_B, TRACE_C, client
 
 TRACE_D = "1234567890abcdef"  # as the API and the page print the 64-bit trace D

@@ -24,7 +24,7 @@ from boutique.shop.currency.client import CurrencyClient
 from boutique.shop.email import server as email_server
 from boutique.shop.email.client import EmailClient
 from boutique.shop.email.service import EmailService
-from boutique.shop.errors import InvalidArgument, Unavailable
+from boutique.shop.errors import InvalidArgument, Reason, Unavailable
 from boutique.shop.payment.client import PaymentClient
 from boutique.shop.payment.server import PaymentServicer
 from boutique.shop.payment.service import Card, PaymentService
@@ -343,3 +343,23 @@ async def test_a_lost_payment_reply_is_retried_without_charging_twice(shop: Shop
     assert shop.payment.ledger.recorded == 1, "one order, one charge"
     assert shop.payment.ledger.get(order.order_id) is not None, "the order id is the charge's idempotency key"
     assert len(shop.shipping.shipped) == 1
+
+
+async def test_a_declined_card_says_why_as_data(shop: Shop) -> None:
+    await shop.fill_cart()
+    with pytest.raises(InvalidArgument) as info:
+        await place(shop, card=card(BAD_LUHN))
+    error = info.value
+    assert error.reason == Reason.PAYMENT_DECLINED
+    assert dict(error.failure.metadata) == {"card_problem": Reason.CARD_NUMBER_INVALID}
+    assert error.public_message == (
+        "payment declined: credit card number is not valid (Luhn check failed): check for typos"
+    )
+    assert error.failure.dependency_path == () and error.failure.answered
+    assert BAD_LUHN not in error.public_message
+
+
+async def test_an_empty_cart_says_why_as_data(shop: Shop) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        await place(shop)
+    assert (info.value.reason, info.value.public_message) == (Reason.EMPTY_CART, "cart is empty")

@@ -20,7 +20,7 @@ from boutique.shop.checkout.server import bindings
 from boutique.shop.checkout.service import CheckoutService
 from boutique.shop.checkout.store import OrderJournal, Step
 from boutique.shop.email.service import EmailService
-from boutique.shop.errors import Aborted, InvalidArgument, Unavailable
+from boutique.shop.errors import Aborted, InvalidArgument, Reason, Unavailable
 from boutique.shop.payment.service import PaymentService
 from boutique.shop.payment.store import ChargeLedger
 from boutique.shop.proto import demo_pb2 as pb
@@ -268,3 +268,23 @@ async def test_an_expired_call_is_refused_before_the_handler_runs(orders: Orders
             pb.GetQuoteRequest(address=address()), timeout=5, metadata=(("x-deadline-unix-ms", future),)
         )
         assert calls == [1]
+
+
+async def test_a_declined_order_is_journaled_with_its_reason(orders: Orders) -> None:
+    await orders.fill_cart()
+    expired = pb.CreditCardInfo(
+        credit_card_number="4111111111111111",
+        credit_card_cvv=123,
+        credit_card_expiration_year=2020,
+        credit_card_expiration_month=1,
+    )
+    with pytest.raises(InvalidArgument) as info:
+        await orders.place("key-declined", card=expired)
+    assert info.value.reason == Reason.PAYMENT_DECLINED
+    assert dict(info.value.failure.metadata) == {"card_problem": Reason.CARD_EXPIRED}
+    record = orders.journal.get("key-declined")
+    assert record is not None and (record.step, record.reason) == (Step.FAILED, Reason.PAYMENT_DECLINED)
+    status = await orders.checkout.get_order("key-declined", USER)
+    assert status.state == pb.ORDER_STATE_NOT_PLACED
+    assert status.message == "The payment declined: card expired 01/2020. Nothing was charged."
+    assert orders.charges() == []

@@ -382,6 +382,26 @@ async def test_payment_decline_is_422_and_keeps_the_cart(shop: Shop, number: str
     await home_still_works(shop)
 
 
+async def test_the_decline_page_lists_what_payment_lets_the_shopper_know(shop: Shop) -> None:
+    await add_to_cart(shop, WATCH, 1)
+    fields = dict(await checkout_form(shop), credit_card_number="5555 5555 5555 4444 1")
+    response = await shop.http.post("/cart/checkout", data=fields)
+    assert response.status_code == 422 and "<h1>Payment declined</h1>" in response.text
+    assert problem_messages(response.text) == {
+        "payment": "payment declined: credit card number is not valid (Luhn check failed): check for typos"
+    }
+
+
+async def test_an_error_page_lists_what_the_failing_service_lets_the_shopper_know(shop: Shop) -> None:
+    await add_to_cart(shop, WATCH, 1)
+    fields = await checkout_form(shop)
+    session_id = shop.http.cookies["shop_session-id"]
+    await shop.clients.cart.add_item(session_id, "GONE000000", 1)  # a product the catalog does not have
+    response = await shop.http.post("/cart/checkout", data=fields)
+    assert response.status_code == 404 and "<h1>Not found</h1>" in response.text
+    assert problem_messages(response.text) == {"request": "that product is not in the catalog"}
+
+
 async def test_checkout_with_an_empty_cart_is_refused(shop: Shop) -> None:
     fields = await checkout_form(shop)
     assert fields == {}, "an empty cart offers no checkout form"
@@ -588,6 +608,22 @@ async def test_cart_down_is_503_with_a_trace_id(shop: Shop) -> None:
     home = await shop.http.get("/")
     assert home.status_code == 200, "the home page does without the cart count"
     assert "data-cart-count" not in home.text
+
+
+async def test_a_failed_dependency_is_logged_with_the_failures_fields(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    await shop.stop("cart")
+    caplog.set_level(logging.INFO)
+    response = await shop.http.get("/cart", headers={"traceparent": TRACEPARENT})
+    assert response.status_code == 503
+    formatter = JsonFormatter("frontend", INSTANCE)
+    lines = [
+        json.loads(formatter.format(r)) for r in caplog.records if r.name.startswith("boutique.shop.frontend")
+    ]
+    (failed,) = [line for line in lines if line["event"] == "request failed: Service unavailable"]
+    assert failed["failed_dependency"] == "cart" and failed["grpc_code"] == "UNAVAILABLE"
+    assert failed["trace_id"] == TRACE_ID and "reason" not in failed
 
 
 async def test_unexpected_error_is_a_500_page_without_traceback(shop: Shop) -> None:

@@ -56,6 +56,27 @@ async def test_payment_down_names_payment_and_the_status_says_not_placed(shop: S
     assert "Your cart still holds" in status.text
 
 
+async def test_checkout_unreachable_places_nothing_and_sends_the_shopper_to_the_status(shop: Shop) -> None:
+    await add_to_cart(shop, SUNGLASSES, 1)
+    fields = await checkout_form(shop)
+    breaker = shop.clients.checkout.dependency.breaker
+    assert breaker is not None
+    breaker.force_open()  # the mesh refuses the call: nothing reaches checkout
+    try:
+        page = await shop.http.post("/cart/checkout", data=fields)
+    finally:
+        breaker.reset()
+    # This send placed nothing, but an earlier send of the same form might have: no "not placed" claim.
+    assert page.status_code == 503 and page.headers["retry-after"] == "3"
+    assert 'data-outcome="unreachable"' in page.text
+    assert f'href="/order/{fields["order_key"]}"' in page.text
+    status = await shop.http.get(f"/order/{fields['order_key']}")
+    assert status.status_code == 200 and 'data-outcome="not_placed"' in status.text
+    assert "No order was placed. Nothing was charged." in status.text
+    placed = await shop.http.post("/cart/checkout", data=fields)  # checkout reachable again: the same form
+    assert placed.status_code == 200 and 'class="order-id"' in placed.text
+
+
 class SlowCheckout:
     """A checkout that answers PlaceOrder only after its callers have given up."""
 

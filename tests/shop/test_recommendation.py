@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from boutique.mesh import StaticEndpoints
 from boutique.shop.errors import InvalidArgument
 from boutique.shop.productcatalog import server as catalog_server
 from boutique.shop.productcatalog.client import CatalogClient
 from boutique.shop.productcatalog.service import load_products
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.proto import demo_pb2_grpc as pb_grpc
-from boutique.shop.recommendation.client import FEATURED, RecommendationClient
+from boutique.shop.recommendation.client import FEATURED, RecommendationClient, known_featured
 from boutique.shop.recommendation.server import bindings
 from tests.support import serving
 
@@ -112,3 +115,32 @@ async def test_malformed_protobuf_is_invalid_argument_and_server_survives(
             await raw(b"\x12\xff\xff\xff\xff\xff", timeout=2)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert len(await recommendation.list_recommendations("user-1", [])) == 5
+
+
+def test_the_featured_products_are_in_the_catalog() -> None:
+    assert set(FEATURED) <= set(CATALOG_IDS)
+
+
+def test_unknown_featured_ids_are_logged_and_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        kept = known_featured(CATALOG_IDS, ("GONE-1", FEATURED[0], "GONE-2", FEATURED[1]))
+    assert kept == FEATURED[:2]
+    (warning,) = [r for r in caplog.records if r.getMessage().startswith("featured products missing")]
+    assert warning.unknown_ids == ["GONE-1", "GONE-2"]  # type: ignore[attr-defined]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert known_featured(CATALOG_IDS) == FEATURED
+    assert not caplog.records
+
+
+async def test_the_fallback_never_offers_an_unknown_featured_id() -> None:
+    catalog = CatalogClient(StaticEndpoints(("127.0.0.1:9",)))
+    async with serving("recommendation", bindings(catalog)) as ends:
+        pass  # stopped: the fallback answers from here on
+    await catalog.close()
+    client = RecommendationClient(ends, featured=("GONE", *FEATURED[:2]))
+    try:
+        assert client.featured == FEATURED[:2]
+        assert await client.list_recommendations("user-1", []) == list(FEATURED[:2])
+    finally:
+        await client.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 
@@ -23,14 +22,3 @@ class StaticEndpoints:
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"not a host:port address: {address!r}")
         return cls(addresses)
-
-    @classmethod
-    def from_env(cls, variable: str) -> StaticEndpoints:
-        """Read the endpoints from an environment variable; a clear error when it is unset."""
-        value = os.environ.get(variable, "")
-        if not value.strip():
-            raise RuntimeError(f"{variable} is not set: give the host:port of that service")
-        try:
-            return cls.parse(value)
-        except ValueError as exc:
-            raise RuntimeError(f"{variable}: {exc}") from exc

@@ -42,6 +42,10 @@ SERVED_BY = "x-served-by"
 # callee answered: its breaker and outlier detection do not count the failure against the callee.
 FAILED_DEPENDENCY = "x-failed-dependency"
 
+# A server (gRPC trailer) or HTTP frontend (header) marks a call its concurrency limiter refused before
+# doing any work with this key: the caller may retry it elsewhere and must not blame the instance.
+SHED = "x-boutique-shed"
+
 
 def failed_dependency_path(exc: BaseException) -> str:
     """The failed-dependency path an exception carries ('' when the failure is the process's own).

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import random
 import threading
 import time
 import weakref
@@ -30,7 +28,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from boutique.mesh.config import env_duration
+from boutique.backoff import AROUND, backoff_delay
 from boutique.mesh.otlp_send import Answer, Transport, Verdict
 
 log = logging.getLogger(__name__)
@@ -39,23 +37,9 @@ MIB = 1024 * 1024
 SPOOL_SUFFIX = ".otlp"
 
 
-def _env_int(name: str, default: int) -> int:
-    """A positive integer variable; a bad value is a one-line error at set-up."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r}: give a whole number") from None
-    if value <= 0:
-        raise ValueError(f"{name}={text!r}: must be above 0")
-    return value
-
-
 @dataclass(frozen=True)
 class QueueSettings:
-    """Bounds and timing of the sending queue; `from_env` reads the variables the README lists."""
+    """Bounds and timing of the sending queue (`boutique.mesh.settings` reads the variables the README lists)."""
 
     max_spans: int = 50_000
     max_bytes: int = 64 * MIB
@@ -64,19 +48,6 @@ class QueueSettings:
     retry_initial: float = 0.5
     retry_max: float = 5.0
     shutdown_timeout: float = 3.0
-
-    @classmethod
-    def from_env(cls) -> QueueSettings:
-        """BOUTIQUE_EXPORT_QUEUE_SPANS/_BYTES, the OTEL_BSP_* batching variables, BOUTIQUE_EXPORT_RETRY_MAX."""
-        delay_ms = _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000)
-        return cls(
-            max_spans=_env_int("BOUTIQUE_EXPORT_QUEUE_SPANS", cls.max_spans),
-            max_bytes=_env_int("BOUTIQUE_EXPORT_QUEUE_BYTES", cls.max_bytes),
-            batch_spans=_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", cls.batch_spans),
-            schedule_delay=delay_ms / 1000,
-            retry_max=env_duration("BOUTIQUE_EXPORT_RETRY_MAX", cls.retry_max),
-            shutdown_timeout=env_duration("BOUTIQUE_EXPORT_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
-        )
 
 
 @dataclass
@@ -381,10 +352,8 @@ class SendingQueue(SpanProcessor):
         if answer.retry_after is not None:
             delay = min(answer.retry_after, self.settings.retry_max * 6)
         else:
-            base = min(
-                self.settings.retry_max, self.settings.retry_initial * 2 ** (self._failures_in_row - 1)
-            )
-            delay = base * random.uniform(0.8, 1.2)
+            attempt = self._failures_in_row - 1
+            delay = backoff_delay(attempt, self.settings.retry_initial, self.settings.retry_max, AROUND)
         self._retry_at = time.monotonic() + delay
         if self._outage_since is None:
             self._outage_since = time.monotonic()

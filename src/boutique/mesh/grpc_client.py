@@ -10,10 +10,11 @@ import grpc
 from google.protobuf.message import Message
 from opentelemetry import trace
 
+from boutique.mesh.calls.outcome import CallStatus, status_of_error
 from boutique.mesh.deadline import DEADLINE_HEADER, header_value
-from boutique.mesh.dependency import CallPolicy, Dependency, Outcome
+from boutique.mesh.dependency import CallPolicy, Dependency
 from boutique.mesh.discovery import Resolver
-from boutique.mesh.errors import FAILED_DEPENDENCY, MeshUnavailable
+from boutique.mesh.errors import FAILED_DEPENDENCY
 from boutique.mesh.instance import Instance
 from boutique.mesh.propagation import outgoing_headers
 from boutique.mesh.tracing import tracing_on
@@ -25,49 +26,21 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 30_000),
 )
 
-_TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-_FAILURE = {
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.DATA_LOSS,
-    grpc.StatusCode.UNIMPLEMENTED,
-}
-
 Conn = tuple[grpc.aio.Channel, Any]
 
 
-def classify(exc: BaseException) -> Outcome:
-    """How a failed gRPC attempt counts for retries, ejection and the breaker."""
+def status_of(exc: Exception) -> CallStatus:
+    """What a failed gRPC attempt ended with: its status code, and whether the callee named a failed
+    dependency of its own in its trailers; any other error is the mesh's or the network's."""
     if isinstance(exc, grpc.aio.AioRpcError):
         code = exc.code()
-        if code is not grpc.StatusCode.OK and _names_failed_dependency(exc):
-            return Outcome.UPSTREAM
-        if code in _TRANSIENT:
-            return Outcome.TRANSIENT
-        if code is grpc.StatusCode.RESOURCE_EXHAUSTED:  # e.g. shed by the server's concurrency limiter
-            return Outcome.OVERLOADED
-        if code in _FAILURE:
-            return Outcome.FAILURE
-        return Outcome.CALLER_ERROR
-    if isinstance(exc, MeshUnavailable | OSError | TimeoutError):
-        return Outcome.TRANSIENT
-    return Outcome.FAILURE
+        return CallStatus(code, code is not grpc.StatusCode.OK and _names_failed_dependency(exc))
+    return status_of_error(exc)
 
 
 def _names_failed_dependency(exc: grpc.aio.AioRpcError) -> bool:
     """Whether the callee answered that one of its own dependencies failed (see errors.FAILED_DEPENDENCY)."""
     return any(key == FAILED_DEPENDENCY for key, _ in exc.trailing_metadata() or ())
-
-
-def failed_dependency_of(exc: grpc.aio.AioRpcError) -> str:
-    """The failed-dependency path the callee reported in its trailers ('' when none)."""
-    for key, value in exc.trailing_metadata() or ():
-        if key == FAILED_DEPENDENCY:
-            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-    return ""
 
 
 def grpc_service_name(stub_factory: Callable[..., Any], fallback: str) -> str:
@@ -179,5 +152,5 @@ class GrpcDependency(Dependency[Conn]):
             return getattr(conn[1], method)(request, timeout=per_try, metadata=sent)
 
         return self.invoke(
-            method, attempt, classify, retryable=idempotent, timeout=timeout, fallback=fallback
+            method, attempt, status_of, retryable=idempotent, timeout=timeout, fallback=fallback
         )

@@ -3,9 +3,9 @@
 The SDK's OTLP exporters return one FAILURE for everything (a backend restarting and a request it can
 never accept look the same) and give up after their timeout. The sending queue needs to know which is
 which, so these transports speak OTLP over gRPC (`TraceService/Export`) and HTTP (`POST /v1/traces`)
-themselves, configured from the same standard variables: `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`,
-`..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._INSECURE`, `..._CERTIFICATE`,
-`..._CLIENT_KEY`, `..._CLIENT_CERTIFICATE`. Retryable answers are the OpenTelemetry specification's:
+themselves, configured from the same standard variables (`OtlpTarget`, read by `boutique.mesh.settings`):
+`OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`, `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._INSECURE`,
+`..._CERTIFICATE`, `..._CLIENT_KEY`, `..._CLIENT_CERTIFICATE`. Retryable answers are the OpenTelemetry specification's:
 gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED, CANCELLED, OUT_OF_RANGE, DATA_LOSS;
 HTTP 429, 502, 503, 504; no connection at all. Everything else drops the request (it would never pass).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 import gzip
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -62,12 +61,6 @@ class Transport(Protocol):
         ...
 
 
-def _env(signal_name: str, generic: str) -> str | None:
-    """The signal-specific variable if set, else the generic one."""
-    value = os.environ.get(signal_name)
-    return value if value not in (None, "") else os.environ.get(generic)
-
-
 def _read(path: str | None) -> bytes | None:
     """A credentials file's bytes; a missing file is a one-line error at set-up."""
     if not path:
@@ -79,21 +72,9 @@ def _read(path: str | None) -> bytes | None:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _parse_headers(text: str | None) -> tuple[tuple[str, str], ...]:
-    """`key=value,key2=value2` (values URL-encoded) as header pairs; keys lower-cased for gRPC."""
-    from urllib.parse import unquote
-
-    pairs = []
-    for item in (text or "").split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            pairs.append((unquote(key.strip()).lower(), unquote(value.strip())))
-    return tuple(pairs)
-
-
 @dataclass(frozen=True)
 class OtlpTarget:
-    """Where and how to send spans, read from the standard OTLP exporter variables."""
+    """Where and how to send spans (`boutique.mesh.settings` reads it from the OTLP exporter variables)."""
 
     protocol: str  # "grpc" or "http/protobuf"
     endpoint: str
@@ -104,44 +85,6 @@ class OtlpTarget:
     certificate: str | None = None  # file paths, as the variables give them
     client_key: str | None = None
     client_certificate: str | None = None
-
-    @classmethod
-    def from_env(cls, protocol: str) -> OtlpTarget:
-        """The trace target of `protocol` from OTEL_EXPORTER_OTLP_* (the TRACES_ variants win)."""
-        specific = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        generic = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        if protocol == "grpc":
-            endpoint = specific or generic or DEFAULT_GRPC_ENDPOINT
-        elif specific:
-            endpoint = specific  # used as given, path included
-        else:
-            endpoint = (generic or DEFAULT_HTTP_ENDPOINT).rstrip("/") + HTTP_TRACES_PATH
-        compression = (
-            _env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION") or ""
-        ).lower()
-        if compression not in ("", "none", "gzip"):
-            raise ValueError(f"OTEL_EXPORTER_OTLP_COMPRESSION={compression!r}: use gzip or none")
-        timeout_text = _env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT") or "10"
-        try:
-            timeout = float(timeout_text)
-        except ValueError:
-            raise ValueError(f"OTEL_EXPORTER_OTLP_TIMEOUT={timeout_text!r}: give seconds") from None
-        insecure_text = _env("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE")
-        scheme = urlparse(endpoint).scheme
-        insecure = insecure_text.lower() == "true" if insecure_text else scheme != "https"
-        return cls(
-            protocol=protocol,
-            endpoint=endpoint,
-            headers=_parse_headers(_env("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")),
-            timeout=timeout,
-            gzip=compression == "gzip",
-            insecure=insecure,
-            certificate=_env("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"),
-            client_key=_env("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"),
-            client_certificate=_env(
-                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"
-            ),
-        )
 
     def transport(self) -> Transport:
         """A transport for this target."""

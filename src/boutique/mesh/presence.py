@@ -6,10 +6,11 @@ import logging
 import os
 from datetime import UTC, datetime
 
-from boutique.mesh.config import ProcessInfo, env_duration
-from boutique.mesh.discovery import Registrar, registrar_from_env
+from boutique.mesh.config import ProcessInfo
+from boutique.mesh.discovery import Registrar, registrar_for
 from boutique.mesh.instance import Instance
 from boutique.mesh.runtime import Mesh
+from boutique.mesh.settings import MeshSettings
 from boutique.mesh.status import StatusServer
 
 log = logging.getLogger(__name__)
@@ -19,13 +20,21 @@ class Presence:
     """Status server plus registration for one process, shared by gRPC and HTTP servers.
 
     Order of life: `start_status()` → serve → `announce(ports)` → … → `withdraw()` (deregister, so
-    callers move away before the drain) → stop serving → `close()`.
+    callers move away before the drain) → stop serving → `close()`. The status endpoints and the
+    registration follow `settings` (default: the mesh's, else the process's).
     """
 
-    def __init__(self, info: ProcessInfo, mesh: Mesh | None = None, register: bool = True) -> None:
+    def __init__(
+        self,
+        info: ProcessInfo,
+        mesh: Mesh | None = None,
+        register: bool = True,
+        settings: MeshSettings | None = None,
+    ) -> None:
         self.info = info
         self.mesh = mesh
         self.register = register
+        self.settings = settings or (mesh.settings if mesh is not None else MeshSettings.current())
         self.serving = False
         self.metrics_port = 0
         self.status: StatusServer | None = None
@@ -33,13 +42,14 @@ class Presence:
 
     async def start_status(self) -> int:
         """Serve /metrics and /mesh/* on METRICS_PORT (0 = a free port; BOUTIQUE_METRICS=off disables)."""
-        if self.mesh is None or os.environ.get("BOUTIQUE_METRICS", "").lower() == "off":
+        status = self.settings.status
+        if self.mesh is None or not status.enabled:
             return 0
         self.status = StatusServer(
             self.mesh,
-            host=os.environ.get("METRICS_HOST", self.info.host),
-            port=int(os.environ.get("METRICS_PORT", "0") or 0),
-            token=os.environ.get("BOUTIQUE_STATUS_TOKEN") or None,
+            host=status.host or self.info.host,
+            port=status.port,
+            token=status.token,
             health=lambda: self.serving,
         )
         self.metrics_port = await self.status.start()
@@ -67,8 +77,8 @@ class Presence:
         self.serving = True
         if not self.register:
             return
-        self.registrar = registrar_from_env()
-        await self.registrar.register(self.instance(ports), env_duration("BOUTIQUE_REGISTRY_TTL", 10.0))
+        self.registrar = registrar_for(self.settings.discovery)
+        await self.registrar.register(self.instance(ports), self.settings.discovery.ttl)
 
     async def withdraw(self) -> None:
         """Mark not serving and deregister; discovery trouble never blocks a shutdown."""

@@ -9,7 +9,6 @@ OTEL_PROPAGATORS lists (default `tracecontext,baggage`).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 from opentelemetry import propagate
@@ -38,10 +37,9 @@ KNOWN: dict[str, type[TextMapPropagator]] = {
 ALWAYS_ACCEPTED = ("b3multi", "b3", "baggage", "tracecontext")  # later ones win when several are present
 
 
-def configured_names(value: str | None = None) -> list[str]:
-    """The propagator names of OTEL_PROPAGATORS (default tracecontext,baggage); unknown ones are skipped."""
-    text = os.environ.get("OTEL_PROPAGATORS", "") if value is None else value
-    names = [n.strip().lower() for n in text.split(",") if n.strip()] or ["tracecontext", "baggage"]
+def configured_names(value: str = "") -> list[str]:
+    """The propagator names OTEL_PROPAGATORS lists (default tracecontext,baggage); unknown ones are skipped."""
+    names = [n.strip().lower() for n in value.split(",") if n.strip()] or ["tracecontext", "baggage"]
     if names == ["none"]:
         return []
     known = [n for n in names if n in KNOWN]
@@ -76,8 +74,8 @@ class AcceptingPropagator(TextMapPropagator):
         return set(self._inject.fields)
 
 
-def install_propagators(value: str | None = None) -> AcceptingPropagator:
-    """Make the accepting propagator the process-wide one (OTEL_PROPAGATORS, or `value`)."""
+def install_propagators(value: str = "") -> AcceptingPropagator:
+    """Make the accepting propagator the process-wide one; `value` is OTEL_PROPAGATORS' text."""
     propagator = AcceptingPropagator(configured_names(value))
     propagate.set_global_textmap(propagator)
     return propagator

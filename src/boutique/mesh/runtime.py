@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from boutique.mesh.dependency import CallPolicy, Dependency
-from boutique.mesh.discovery import resolver_from_env
+from boutique.mesh.discovery import resolver_for
 from boutique.mesh.grpc_client import GrpcDependency
 from boutique.mesh.http_client import HttpDependency
+from boutique.mesh.settings import MeshSettings
 
 D = TypeVar("D", bound=Dependency[Any])
 
@@ -20,21 +20,27 @@ class Mesh:
     """Dependencies of one process, created on first use and closed together.
 
     Each dependency resolves through discovery by service name unless its address variable
-    (e.g. CART_SERVICE_ADDR) pins it to fixed addresses or a DNS name.
+    (e.g. CART_SERVICE_ADDR) pins it to fixed addresses or a DNS name. Without `settings` of its own
+    the mesh follows the process's (`MeshSettings.current()`) each time it adds a dependency.
     """
 
     _default: Mesh | None = None
 
-    def __init__(self, caller: str) -> None:
+    def __init__(self, caller: str, settings: MeshSettings | None = None) -> None:
         self.caller = caller
+        self._settings = settings
         self.dependencies: dict[str, Dependency[Any]] = {}
+
+    @property
+    def settings(self) -> MeshSettings:
+        """The settings this mesh was given, else the process's."""
+        return self._settings if self._settings is not None else MeshSettings.current()
 
     @classmethod
     def default(cls) -> Mesh:
-        """The process's mesh, named after OTEL_SERVICE_NAME / BOUTIQUE_SERVICE (created on first use)."""
+        """The process's mesh, named after BOUTIQUE_SERVICE / OTEL_SERVICE_NAME (created on first use)."""
         if cls._default is None:
-            caller = os.environ.get("BOUTIQUE_SERVICE") or os.environ.get("OTEL_SERVICE_NAME", "")
-            cls._default = cls(caller)
+            cls._default = cls(MeshSettings.current().process.service)
         return cls._default
 
     def grpc(
@@ -48,7 +54,7 @@ class Mesh:
         existing = self.dependencies.get(service)
         if isinstance(existing, GrpcDependency):
             return existing
-        resolver = resolver_from_env(service, address_variable)
+        resolver = resolver_for(service, self.settings.discovery, address_variable)
         return self._add(service, GrpcDependency(service, resolver, stub_factory, policy, self.caller))
 
     def _forget(self, service: str, dependency: Dependency[Any]) -> None:
@@ -66,7 +72,7 @@ class Mesh:
         existing = self.dependencies.get(service)
         if isinstance(existing, HttpDependency):
             return existing
-        resolver = resolver_from_env(service, address_variable)
+        resolver = resolver_for(service, self.settings.discovery, address_variable)
         return self._add(service, HttpDependency(service, resolver, policy, self.caller, port=port))
 
     def _add(self, service: str, dependency: D) -> D:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -21,19 +20,21 @@ from google.rpc.status_pb2 import Status
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import propagate, trace
 
-from boutique.mesh.config import ProcessInfo, env_duration
+from boutique.mesh.config import ProcessInfo
 from boutique.mesh.deadline import deadline_in, from_metadata
-from boutique.mesh.errors import FAILED_DEPENDENCY, SERVED_BY, failed_dependency_path
+from boutique.mesh.errors import SERVED_BY, SHED
+from boutique.mesh.failure import error_trailers
 from boutique.mesh.metrics import LIMITER_STATS, SERVER_STATS
 from boutique.mesh.presence import Presence
 from boutique.mesh.resilience.limiter import ConcurrencyLimiter, LimiterSettings
 from boutique.mesh.runtime import Mesh
+from boutique.mesh.settings import MeshSettings
 from boutique.mesh.tracing import tracing_on
+from boutique.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("boutique.mesh.server")
 
-SHED = "x-boutique-shed"  # trailer of a call refused unprocessed by the concurrency limiter
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
@@ -126,9 +127,9 @@ def _unary_handler(
                 outcome.code, outcome.error = grpc.StatusCode.INTERNAL, exc
                 await context.abort(outcome.code, f"internal error in {method.full_name}")
             outcome.code = code
-            path = failed_dependency_path(exc)
-            if path:  # the failure is a dependency's, not this process's: callers' breakers tell them apart
-                context.set_trailing_metadata((*served_by, (FAILED_DEPENDENCY, path)))
+            extra = error_trailers(exc, code, str(exc))  # the failed dependency, the rich error details
+            if extra:
+                context.set_trailing_metadata((*served_by, *extra))
             await context.abort(code, str(exc))
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
@@ -262,22 +263,24 @@ class GrpcServer:
         mesh: Mesh | None = None,
         register: bool = False,
         limits: LimiterSettings | None = None,
+        settings: MeshSettings | None = None,
     ) -> None:
         self.info = info
         self.bindings = list(bindings)
         self.grace = grace
-        self.presence = Presence(info, mesh, register)
+        settings = settings or (mesh.settings if mesh is not None else MeshSettings.current())
+        self.presence = Presence(info, mesh, register, settings)
         # How long NOT_SERVING is announced while still accepting calls, so health checkers and
         # discovery take the instance out of rotation before it stops taking new calls.
         default_delay = 0.3 if register else 0.0
-        self.drain_delay = (
-            env_duration("BOUTIQUE_DRAIN_DELAY", default_delay) if drain_delay is None else drain_delay
-        )
+        if drain_delay is None:
+            drain_delay = settings.process.drain_delay
+        self.drain_delay = default_delay if drain_delay is None else drain_delay
         self.port = 0
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         # One concurrency limit for all the process's RPCs (health checks are never limited).
-        self.limiter = (limits or LimiterSettings.from_env()).build("grpc")
+        self.limiter = (limits or settings.limiter).build("grpc")
 
     def _service_names(self) -> list[str]:
         return ["", *(b.descriptor.full_name for b in self.bindings)]
@@ -330,9 +333,7 @@ class GrpcServer:
     async def run(self, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
         """Start, serve until SIGTERM or SIGINT, then drain and run `on_stop` (closing clients, stores)."""
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        undo = stop_on_signals(asyncio.get_running_loop(), stop.set)
         await self.presence.start_status()
         await self.start()
         await self.presence.announce({"grpc": self.port})
@@ -341,3 +342,4 @@ class GrpcServer:
         if on_stop is not None:
             await on_stop()
         await self.presence.close()
+        undo()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import socket
@@ -20,10 +19,11 @@ from starlette.routing import Route
 from boutique.asgi_server import BackgroundServer
 from boutique.mesh.metrics import LIMITER_STATS
 from boutique.mesh.runtime import Mesh
+from boutique.sockets import is_loopback
+from boutique.tokens import bearer_matches
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 STREAM_INTERVAL = 1.0
 
 
@@ -60,15 +60,9 @@ def build_app(
     closing = closing or asyncio.Event()
     host = socket.gethostname()
 
-    def authorised(request: Request) -> bool:
-        if not token:
-            return True
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
     def guard(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def wrapped(request: Request) -> Response:
-            if not authorised(request):
+            if token and not bearer_matches(request.headers.get("authorization"), token):
                 return JSONResponse({"error": "bearer token required"}, status_code=401)
             return await handler(request)
 
@@ -122,7 +116,7 @@ class StatusServer(BackgroundServer):
         token: str | None = None,
         health: Callable[[], bool] = lambda: True,
     ) -> None:
-        if host not in LOOPBACK and not token:
+        if not is_loopback(host) and not token:
             raise ValueError(
                 f"status endpoints on {host} need a token (BOUTIQUE_STATUS_TOKEN); loopback needs none"
             )

@@ -4,25 +4,24 @@ Standard variables decide everything, so the same process reports to the local o
 `boutique up` and to a Collector, Jaeger or Tempo elsewhere: `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`,
 `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_EXPORTER` (otlp, console, none), `OTEL_EXPORTER_OTLP_ENDPOINT`
 and `..._PROTOCOL` (grpc, http/protobuf), `OTEL_TRACES_SAMPLER` (parent-based, always on by default),
-`OTEL_TRACES_SAMPLER_ARG`, `OTEL_PROPAGATORS` and the `OTEL_BSP_*` batching limits. OTLP export goes
-through a bounded sending queue that outlasts backend outages (`boutique.mesh.export_queue`).
+`OTEL_TRACES_SAMPLER_ARG`, `OTEL_PROPAGATORS` and the `OTEL_BSP_*` batching limits (read into
+`TracingSettings` by `boutique.mesh.settings`; the SDK reads the sampler and resource variables itself).
+OTLP export goes through a bounded sending queue that outlasts backend outages (`boutique.mesh.export_queue`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-from boutique.mesh.export_queue import QueueSettings, SendingQueue
-from boutique.mesh.otlp_send import OtlpTarget
+from boutique.mesh.export_queue import SendingQueue
 from boutique.mesh.propagation import install_propagators
+from boutique.mesh.settings import MeshSettings, TracingSettings
 
 log = logging.getLogger(__name__)
 
@@ -73,56 +72,44 @@ class TracingSetup:
             self.provider.shutdown()
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _processor(instance: str) -> tuple[SpanProcessor | None, str]:
+def _processor(settings: TracingSettings, instance: str) -> tuple[SpanProcessor | None, str]:
     """The span processor OTEL_TRACES_EXPORTER and the OTLP protocol variables ask for.
 
     OTLP goes through the sending queue, which keeps spans while the backend is away; its transport
     (gRPC or HTTP imports) is built in the queue's thread when the first spans are due, off start-up.
     """
-    kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
-    if kind == "none":
+    if settings.exporter == "none":
         return None, "none"
-    if kind == "console":
+    if settings.exporter == "console":
         return BatchSpanProcessor(ConsoleSpanExporter()), "console"
-    if kind != "otlp":
-        raise ValueError(f"OTEL_TRACES_EXPORTER={kind!r}: use otlp, console or none")
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "grpc"
-    ).strip()
-    if protocol not in ("grpc", "http/protobuf"):
-        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use grpc or http/protobuf")
-    target = OtlpTarget.from_env(protocol)
-    spool = os.environ.get("BOUTIQUE_EXPORT_SPOOL_DIR", "").strip()
-    queue = SendingQueue(
-        target.transport, QueueSettings.from_env(), Path(spool) / instance if spool else None
-    )
-    return queue, f"otlp {protocol} {target.endpoint}"
+    target = settings.target
+    spool = settings.spool_dir / instance if settings.spool_dir is not None else None
+    queue = SendingQueue(target.transport, settings.queue, spool)
+    return queue, f"otlp {target.protocol} {target.endpoint}"
 
 
-def setup_tracing(service: str, instance: str, version: str = "") -> TracingSetup:
+def setup_tracing(
+    service: str, instance: str, version: str = "", settings: TracingSettings | None = None
+) -> TracingSetup:
     """Install this process's tracer provider and propagators; a no-op set-up when OTEL_SDK_DISABLED.
 
     `service` names the process unless OTEL_SERVICE_NAME does; the instance id and version become
     `service.instance.id` and `service.version`, and `deployment.environment` defaults to "local".
+    `settings` default to the process's (`MeshSettings.current().tracing`).
     """
-    install_propagators()
-    if _flag("OTEL_SDK_DISABLED"):
+    settings = settings or MeshSettings.current().tracing
+    install_propagators(settings.propagators)
+    if settings.disabled:
         return TracingSetup(None, "disabled")
     attributes: dict[str, str] = {
         "service.instance.id": instance,
-        "deployment.environment": os.environ.get("BOUTIQUE_ENVIRONMENT", "local"),
+        "deployment.environment": settings.environment,
     }
-    if not os.environ.get("OTEL_SERVICE_NAME"):
+    if not settings.service_name:
         attributes["service.name"] = service
     if version:
         attributes["service.version"] = version
-    processor, where = _processor(instance)
+    processor, where = _processor(settings, instance)
     # The sampler comes from OTEL_TRACES_SAMPLER / _ARG (parent-based always-on when unset).
     provider = TracerProvider(resource=Resource.create(attributes))
     if processor is not None:

@@ -1,8 +1,10 @@
-"""One observatory process: the store, the pipeline, three receivers and the query API, started together.
+"""One observatory process: the store, the pipeline, the receivers and the query API, started together.
 
-Every socket is bound before anything serves, so a busy port stops the start with one clear line
-and nothing half-running. When a token is set, every HTTP request (but `/_healthz` and `/_readyz`)
-and every gRPC call must carry `Authorization: Bearer <token>`.
+The receivers are those of `receivers.RECEIVERS`: each HTTP receiver's routes are served on the port
+it names, each gRPC receiver's service on a gRPC server on its port. Every socket is bound before
+anything serves, so a busy port stops the start with one clear line and nothing half-running. When a
+token is set, every HTTP request (but `/_healthz` and `/_readyz`) and every gRPC call must carry
+`Authorization: Bearer <token>`.
 
 Health, on every HTTP port: `/_healthz` answers 200 `{"status": "SERVING", "store": "writable"}`, or
 503 `{"status": "DEGRADED", "store": "read-only: disk full", ...}` with since when, DuckDB's words and
@@ -16,11 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
-import signal
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,11 +37,12 @@ from boutique.observatory.api import query_routes
 from boutique.observatory.config import ObservatoryConfig, Ports
 from boutique.observatory.pipeline import Pipeline, StoreFailed
 from boutique.observatory.processors.redact import CardRedactor
-from boutique.observatory.processors.sampling import KeepAll
-from boutique.observatory.receivers.http import Limits, otlp_http_routes, zipkin_routes
-from boutique.observatory.receivers.otlp_grpc import add_trace_service, make_grpc_server
+from boutique.observatory.receivers import RECEIVERS, GrpcReceiver, HttpReceiver, Limits
+from boutique.observatory.receivers.base import make_grpc_server
 from boutique.observatory.store.duckdb_store import DuckDBStore, Retention
 from boutique.observatory.ui import ui_routes
+from boutique.signals import stop_on_signals
+from boutique.tokens import bearer_matches, same_token
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,11 @@ class BearerAuth:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self.token = token.encode()
-        self.expected = b"Bearer " + self.token
+        self.token = token
 
     def _authorised(self, request: Request) -> bool:
-        given = request.headers.get("authorization", "").encode()
-        cookie = request.cookies.get(TOKEN_COOKIE, "").encode()
-        return hmac.compare_digest(given, self.expected) or hmac.compare_digest(cookie, self.token)
+        header, cookie = request.headers.get("authorization"), request.cookies.get(TOKEN_COOKIE)
+        return bearer_matches(header, self.token) or same_token(cookie, self.token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in (*HEALTH_PATHS, "/static/ui.css"):
@@ -103,15 +102,12 @@ class BearerAuth:
         if request.method != "POST":
             return HTMLResponse(_LOGIN_PAGE.format(message="This observatory needs its token."))
         form = await request.form()
-        given = str(form.get("token", "")).encode()
-        if not hmac.compare_digest(given, self.token):
+        if not same_token(str(form.get("token", "")), self.token):
             page = _LOGIN_PAGE.format(message='<span class="error-text">Wrong token.</span>')
             return HTMLResponse(page, status_code=401)
         response = RedirectResponse("/search", status_code=303)
         secure = request.url.scheme == "https"
-        response.set_cookie(
-            TOKEN_COOKIE, self.token.decode(), httponly=True, samesite="strict", secure=secure
-        )
+        response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict", secure=secure)
         return response
 
 
@@ -119,7 +115,7 @@ class GrpcBearerAuth(grpc.aio.ServerInterceptor):
     """gRPC interceptor: refuse calls whose `authorization` metadata is not the bearer token."""
 
     def __init__(self, token: str) -> None:
-        self.expected = f"Bearer {token}"
+        self.token = token
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
@@ -128,22 +124,9 @@ class GrpcBearerAuth(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         """Pass authorised calls on; answer the rest UNAUTHENTICATED."""
-        given = dict(details.invocation_metadata or ()).get("authorization", "")
-        if isinstance(given, bytes):
-            given = given.decode(errors="replace")
-        if hmac.compare_digest(str(given), self.expected):
+        if bearer_matches(dict(details.invocation_metadata or ()).get("authorization"), self.token):
             return await continuation(details)
         return self._refusal
-
-
-@dataclass
-class Bound:
-    """The ports actually listened on (differs from the config where it asked for 0)."""
-
-    otlp_grpc: int
-    otlp_http: int
-    zipkin: int
-    query: int
 
 
 class Observatory:
@@ -162,16 +145,16 @@ class Observatory:
         self.broken = asyncio.Event()  # set (from the writer thread) when the store cannot be reopened
         self.pipeline = Pipeline(
             self.store,
-            [self.redactor, KeepAll()],
+            [self.redactor],
             capacity_spans=config.queue_spans,
             retention_every=config.retention_check_seconds,
             on_broken=self._on_broken,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[tuple[EmbeddedServer, asyncio.Task[None]]] = []
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: list[grpc.aio.Server] = []
         self._stopping = False
-        self.bound: Bound | None = None
+        self.bound: Ports | None = None  # the ports listened on (differ from the config where it asked for 0)
 
     def _on_broken(self, reason: str) -> None:
         if self._loop is not None:
@@ -231,61 +214,76 @@ class Observatory:
         }
         return JSONResponse(figures)
 
-    async def start(self) -> Bound:
-        """Bind every port (failing cleanly if one is busy), then start serving."""
+    def _http_routes(self, limits: Limits) -> dict[str, list[BaseRoute]]:
+        """Routes by the name of the port serving them: every HTTP receiver's, then the query API and UI."""
+        routes: dict[str, list[BaseRoute]] = {}
+        for receiver in RECEIVERS:
+            if isinstance(receiver, HttpReceiver):
+                routes.setdefault(receiver.port, []).extend(receiver.routes(self.pipeline, limits))
+        routes.setdefault("query", []).extend(
+            [
+                Route("/api/status", self._status),
+                *query_routes(self.store),
+                *ui_routes(self.store, self.config.registry_url),
+            ]
+        )
+        return routes
+
+    def _grpc_services(self) -> dict[str, list[grpc.GenericRpcHandler]]:
+        """Every gRPC receiver's service by the name of the port serving it."""
+        services: dict[str, list[grpc.GenericRpcHandler]] = {}
+        for receiver in RECEIVERS:
+            if isinstance(receiver, GrpcReceiver):
+                services.setdefault(receiver.port, []).append(receiver.handler(self.pipeline))
+        return services
+
+    async def start(self) -> Ports:
+        """Bind every port (failing cleanly if one is busy), then start serving; the ports bound."""
         cfg, ports = self.config, self.config.ports
+        routes = self._http_routes(Limits(max_body_bytes=cfg.max_body_bytes))
+        interceptors = [GrpcBearerAuth(cfg.token)] if cfg.token else []
         sockets = {}
+        servers: list[grpc.aio.Server] = []
+        bound: dict[str, int] = {}
         try:
-            for name in ("otlp_http", "zipkin", "query"):
+            for name in routes:
                 sockets[name] = bind(cfg.host, getattr(ports, name), f"observatory {name}")
+                bound[name] = sockets[name].getsockname()[1]
+            for name, handlers in self._grpc_services().items():
+                server = make_grpc_server(cfg.max_body_bytes, interceptors=interceptors)
+                server.add_generic_rpc_handlers(handlers)
+                servers.append(server)
+                grpc_port = _add_grpc_port(server, cfg.host, getattr(ports, name))
+                if grpc_port is None:
+                    raise OSError(
+                        f"cannot listen on {cfg.host}:{getattr(ports, name)}: port busy [observatory {name}]"
+                    )
+                bound[name] = grpc_port
         except OSError:
             for sock in sockets.values():
                 sock.close()
+            for server in servers:
+                await server.stop(None)
             raise
-        interceptors = [GrpcBearerAuth(cfg.token)] if cfg.token else []
-        server = make_grpc_server(cfg.max_body_bytes, interceptors=interceptors)
-        add_trace_service(server, self.pipeline)
-        grpc_port = _add_grpc_port(server, cfg.host, ports.otlp_grpc)
-        if grpc_port is None:
-            for sock in sockets.values():
-                sock.close()
-            raise OSError(f"cannot listen on {cfg.host}:{ports.otlp_grpc}: port busy [observatory otlp_grpc]")
         self._loop = asyncio.get_running_loop()
         self.pipeline.start()
-        await server.start()
-        self._grpc = server
-        limits = Limits(max_body_bytes=cfg.max_body_bytes)
-        apps = {
-            "otlp_http": self._app(otlp_http_routes(self.pipeline, limits)),
-            "zipkin": self._app(zipkin_routes(self.pipeline, limits)),
-            "query": self._app(
-                [
-                    Route("/api/status", self._status),
-                    *query_routes(self.store),
-                    *ui_routes(self.store, cfg.registry_url),
-                ]
-            ),
-        }
-        for name, app in apps.items():
-            sock = sockets[name]
-            embedded = make_server(app, graceful=2)
-            task = asyncio.create_task(embedded.serve(sockets=[sock]), name=f"observatory-{name}")
+        for server in servers:
+            await server.start()
+        self._grpc = servers
+        for name, app_routes in routes.items():
+            embedded = make_server(self._app(app_routes), graceful=2)
+            task = asyncio.create_task(embedded.serve(sockets=[sockets[name]]), name=f"observatory-{name}")
             self._servers.append((embedded, task))
             if not await wait_started(embedded, task):
                 task.result()
-        self.bound = Bound(
-            grpc_port,
-            sockets["otlp_http"].getsockname()[1],
-            sockets["zipkin"].getsockname()[1],
-            sockets["query"].getsockname()[1],
-        )
+        self.bound = replace(ports, **bound)
         return self.bound
 
     async def stop(self) -> None:
         """Stop taking spans, store what is queued, close the store."""
         self._stopping = True
-        if self._grpc is not None:
-            await self._grpc.stop(grace=2.0)
+        for server in self._grpc:
+            await server.stop(grace=2.0)
         for embedded, _ in self._servers:
             embedded.should_exit = True
         for _, task in self._servers:
@@ -321,10 +319,7 @@ async def serve(config: ObservatoryConfig) -> None:
     bound = await observatory.start()
     log.info("observatory ready", extra={"ports": bound.__dict__, "database": str(config.database)})
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop.set)
     waits = [asyncio.create_task(stop.wait()), asyncio.create_task(observatory.broken.wait())]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -340,4 +335,4 @@ async def serve(config: ObservatoryConfig) -> None:
         raise SystemExit(EXIT_STORE_BROKEN)
 
 
-__all__ = ["Bound", "Observatory", "ObservatoryConfig", "Ports", "serve"]
+__all__ = ["Observatory", "ObservatoryConfig", "Ports", "serve"]

@@ -15,6 +15,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from boutique.backoff import NO_JITTER, backoff_delay
 from boutique.run.child import PARENT_VARIABLE
 from boutique.run.plan import HOST, ProcessPlan
 from boutique.run.ports import free_port, is_taken
@@ -149,7 +150,7 @@ class Supervisor:
                 )
             stable = child.serving_since is not None and time.monotonic() - child.serving_since > STABLE_AFTER
             child.failures_in_row = 1 if stable else child.failures_in_row + 1
-            delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (child.failures_in_row - 1))
+            delay = backoff_delay(child.failures_in_row - 1, BACKOFF_START, BACKOFF_MAX, NO_JITTER)
             taken = f", port {', '.join(map(str, moved))} taken: moving" if moved else ""
             self._set_state(child, f"exited {code}{taken}, restart in {delay:.1f}s")
             await asyncio.sleep(delay)

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from boutique.run.ports import PortBusy, ensure_free
 from boutique.run.status import event_line, external_line, load_summary, table
 from boutique.run.supervisor import Child, Supervisor
 from boutique.shop.services import SERVICES
+from boutique.signals import stop_on_signals
 
 STATE_FILE = "up.json"
 
@@ -155,9 +155,7 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
     state_path = options.data_dir / STATE_FILE
     options.data_dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop.set)
 
     def changed(child: Child) -> None:
         if not live:

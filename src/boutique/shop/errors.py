@@ -1,35 +1,81 @@
-"""Domain errors of the shop, each naming the gRPC status a server maps it to and, when a dependency
-failed, which one (`dependency_path`, nearest first: ("checkout", "payment") means checkout answered
-that payment failed). Servers pass the path on in trailing metadata; pages and logs read it."""
+"""Domain errors of the shop, each naming the gRPC status a server maps it to, and carrying what is
+known about the failure as data (`failure`, a mesh Failure): which dependency failed
+(`dependency_path`, nearest first: ("checkout", "payment") means checkout answered that payment failed),
+the status, a machine-readable reason and what the shopper may be told. Servers send the path and the
+reason on (trailers and gRPC's rich error details); pages and logs read the fields, never the message."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import enum
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import grpc
 
-from boutique.mesh.errors import SERVED_BY, DeadlineExceeded, MeshUnavailable
-from boutique.mesh.grpc_client import failed_dependency_of
+from boutique.mesh.errors import DeadlineExceeded, MeshUnavailable
+from boutique.mesh.failure import Failure, failure_of
+
+
+class Reason(enum.StrEnum):
+    """Why a shop service refused, for callers to act on (ErrorInfo.reason; a Failure's `reason`)."""
+
+    PAYMENT_DECLINED = "PAYMENT_DECLINED"  # checkout: the card was refused (the card's problem in metadata)
+    CARD_NUMBER_INVALID = "CARD_NUMBER_INVALID"
+    CARD_TYPE_NOT_ACCEPTED = "CARD_TYPE_NOT_ACCEPTED"
+    CARD_EXPIRATION_INVALID = "CARD_EXPIRATION_INVALID"
+    CARD_EXPIRED = "CARD_EXPIRED"
+    CARD_CVV_INVALID = "CARD_CVV_INVALID"
+    EMPTY_CART = "EMPTY_CART"
+    UNKNOWN_PRODUCT = "UNKNOWN_PRODUCT"
 
 
 class ShopError(Exception):
-    """Base of every error a shop service reports to its caller."""
+    """Base of every error a shop service reports to its caller.
+
+    Raised here, it describes itself with a reason and a public message (what the shopper may be told);
+    translated from a failed call, it carries the Failure read from the call.
+    """
 
     grpc_code = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str = "", dependency_path: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        message: str = "",
+        dependency_path: tuple[str, ...] = (),
+        *,
+        reason: str = "",
+        public_message: str = "",
+        metadata: Mapping[str, str] | None = None,
+        failure: Failure | None = None,
+    ) -> None:
         super().__init__(message)
-        self.dependency_path = dependency_path
-        # Set for errors of a call: the status the callee (or gRPC) gave, and whether the callee itself
-        # answered (it names itself in its trailers) rather than the call failing on the way.
-        self.status: grpc.StatusCode | None = None
-        self.answered = False
+        self.failure = failure or Failure(
+            dependency_path=tuple(dependency_path),
+            reason=reason,
+            public_message=public_message,
+            detail=message,
+            metadata=dict(metadata or {}),
+        )
 
     @property
-    def failed_service(self) -> str:
-        """The service at the end of the path: where the failure started ('' when none is known)."""
-        return self.dependency_path[-1] if self.dependency_path else ""
+    def dependency_path(self) -> tuple[str, ...]:
+        """Which dependencies failed, nearest first (the failure's; empty when none is blamed)."""
+        return self.failure.dependency_path
+
+    @dependency_path.setter
+    def dependency_path(self, path: tuple[str, ...]) -> None:
+        self.failure = replace(self.failure, dependency_path=tuple(path))
+
+    @property
+    def reason(self) -> str:
+        """The machine-readable cause ('' when none was given)."""
+        return self.failure.reason
+
+    @property
+    def public_message(self) -> str:
+        """What the shopper may be told ('' when nothing specific)."""
+        return self.failure.public_message
 
 
 class InvalidArgument(ShopError):
@@ -74,48 +120,25 @@ _BY_CODE: dict[grpc.StatusCode, type[ShopError]] = {
 }
 
 
-# Only failures of a service (not the caller's mistakes) carry a path: a declined card is not payment's fault.
-_SERVICE_FAULTS = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DATA_LOSS,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-
-
-def from_rpc_error(service: str, exc: grpc.aio.AioRpcError) -> ShopError:
-    """Translate a failed gRPC call into the matching domain error, naming the service and what it blamed."""
-    kind = _BY_CODE.get(exc.code(), ShopError)
-    detail = exc.details() or exc.code().name
-    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-        detail = f"no answer in time ({detail})"
-    path: tuple[str, ...] = ()
-    if exc.code() in _SERVICE_FAULTS:
-        deeper = failed_dependency_of(exc)
-        path = (service, *deeper.split("/")) if deeper else (service,)
-    error = kind(f"{service}: {detail}", path)
-    error.grpc_code = exc.code() if kind is ShopError else kind.grpc_code
-    error.status = exc.code()
-    error.answered = any(key == SERVED_BY for key, _ in exc.trailing_metadata() or ())
+def from_failed_call(service: str, exc: BaseException) -> ShopError:
+    """The domain error for a failed call to `service` (a gRPC error, or a call the mesh refused),
+    carrying its Failure; the kind follows the status code (Unavailable when none came back)."""
+    failure = failure_of(exc, service)
+    if failure.code is None:
+        # The mesh's own errors name the dependency they are about (their text says so already).
+        named = getattr(exc, "dependency", "") == service
+        return Unavailable(failure.detail if named else f"{service}: {failure.detail}", failure=failure)
+    kind = _BY_CODE.get(failure.code, ShopError)
+    error = kind(f"{service}: {failure.detail}", failure=failure)
+    if kind is ShopError:
+        error.grpc_code = failure.code
     return error
 
 
 @asynccontextmanager
 async def translating(service: str) -> AsyncIterator[None]:
-    """Turn gRPC errors raised inside the block into domain errors; clients wrap every call in it."""
+    """Turn gRPC and mesh errors raised inside the block into domain errors; clients wrap every call in it."""
     try:
         yield
-    except grpc.aio.AioRpcError as exc:
-        raise from_rpc_error(service, exc) from exc
-    except DeadlineExceeded as exc:  # too little time was left to make the call at all
-        raise Unavailable(f"{service}: {exc}", (service,)) from exc
-    except MeshUnavailable as exc:
-        message = str(exc) if str(exc).startswith(service) else f"{service}: {exc}"
-        raise Unavailable(message, (service,)) from exc
+    except (grpc.aio.AioRpcError, MeshUnavailable, DeadlineExceeded) as exc:
+        raise from_failed_call(service, exc) from exc

@@ -1,24 +1,19 @@
-"""The discovery interfaces (Resolver, Registrar) and the choice of backend by configuration."""
+"""The discovery interfaces (Resolver, Registrar) and what every backend shares; `backends` chooses one."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import os
 import random
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from boutique.mesh.client import StaticEndpoints
+from boutique.backoff import EQUAL_JITTER, backoff_delay
 from boutique.mesh.instance import Instance
 
-DEFAULT_REGISTRY_URL = "http://127.0.0.1:7600"
-DEFAULT_ETCD_ENDPOINTS = "http://127.0.0.1:2379"
 ETCD_PREFIX = "/boutique/services/"
-BACKENDS = ("registry", "etcd", "dns", "static")
 
 
 @dataclass(frozen=True)
@@ -30,8 +25,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait before retry number `attempt` (0-based): half fixed, half random, capped."""
-        ceiling = min(self.cap, self.base * (2 ** min(attempt, 32)))
-        return ceiling / 2 + ceiling / 2 * rand()
+        return backoff_delay(attempt, self.base, self.cap, EQUAL_JITTER, rand)
 
 
 Publish = Callable[[list[Instance]], None]
@@ -133,120 +127,3 @@ class Registrar(ABC):
     @abstractmethod
     async def deregister(self) -> None:
         """Stop renewing and withdraw the registration (best effort when the backend is down)."""
-
-
-def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
-    """The given mapping, or the process environment."""
-    return os.environ if environ is None else environ
-
-
-def _backend(environ: Mapping[str, str]) -> str:
-    """BOUTIQUE_DISCOVERY, validated (default "registry")."""
-    backend = environ.get("BOUTIQUE_DISCOVERY", "").strip().lower() or "registry"
-    if backend not in BACKENDS:
-        raise RuntimeError(f"BOUTIQUE_DISCOVERY={backend!r}: use one of {', '.join(BACKENDS)}")
-    return backend
-
-
-def _is_ip_literal(host: str) -> bool:
-    """Whether host is an IPv4 or (bracketed or bare) IPv6 address rather than a name."""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
-def etcd_endpoints(environ: Mapping[str, str] | None = None) -> list[str]:
-    """BOUTIQUE_ETCD_ENDPOINTS as a list of base URLs (comma-separated; default the local etcd)."""
-    text = _env(environ).get("BOUTIQUE_ETCD_ENDPOINTS", "").strip() or DEFAULT_ETCD_ENDPOINTS
-    return [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
-
-
-def pinned_resolver(variable: str, value: str, default_port: int | None = None) -> Resolver:
-    """The resolver an address variable pins: one host name -> DNS re-resolution, else static addresses.
-
-    `cart:7070` (a name, not an IP literal) is re-resolved to all its A/AAAA records; an IP literal,
-    `localhost` (which never changes) or a comma list of host:port is used as it is.
-    """
-    from boutique.mesh.discovery.dns import DnsResolver
-    from boutique.mesh.discovery.static import StaticResolver
-
-    entries = [part.strip() for part in value.split(",") if part.strip()]
-    if len(entries) == 1:
-        host, sep, port = entries[0].rpartition(":")
-        if not sep or (":" in host and not host.startswith("[")):
-            host, port = entries[0], ""
-        if not _is_ip_literal(host) and host.lower() != "localhost":
-            if not port and default_port is None:
-                raise RuntimeError(f"{variable}={value!r}: give host:port")
-            if port and not (port.isdigit() and 0 < int(port) < 65536):
-                raise RuntimeError(f"{variable}={value!r}: not a port: {port!r}")
-            return DnsResolver(host, int(port) if port else int(default_port or 0))
-    try:
-        endpoints = StaticEndpoints.parse(value)
-    except ValueError as exc:
-        raise RuntimeError(f"{variable}: {exc}") from exc
-    return StaticResolver(list(endpoints.addresses))
-
-
-def resolver_from_env(
-    service: str,
-    address_variable: str | None = None,
-    default_port: int | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Resolver:
-    """The resolver for one dependency, chosen by configuration.
-
-    A set `address_variable` (e.g. CART_SERVICE_ADDR) pins the dependency (see pinned_resolver).
-    Otherwise BOUTIQUE_DISCOVERY picks the backend: "registry" (default; BOUTIQUE_REGISTRY_URL,
-    BOUTIQUE_REGISTRY_TOKEN), "etcd" (BOUTIQUE_ETCD_ENDPOINTS), "dns" (the name `service` plus
-    BOUTIQUE_DNS_SUFFIX, port `default_port` or BOUTIQUE_DNS_PORT) or "static" (which needs the
-    address variable).
-    """
-    env = _env(environ)
-    pinned = env.get(address_variable, "").strip() if address_variable else ""
-    if address_variable and pinned:
-        return pinned_resolver(address_variable, pinned, default_port)
-    backend = _backend(env)
-    if backend == "registry":
-        from boutique.mesh.discovery.registry import RegistryResolver
-
-        return RegistryResolver(
-            env.get("BOUTIQUE_REGISTRY_URL", "").strip() or DEFAULT_REGISTRY_URL,
-            env.get("BOUTIQUE_REGISTRY_TOKEN", "").strip() or None,
-        )
-    if backend == "etcd":
-        from boutique.mesh.discovery.etcd import EtcdResolver
-
-        return EtcdResolver(etcd_endpoints(env), prefix=ETCD_PREFIX)
-    if backend == "dns":
-        from boutique.mesh.discovery.dns import DnsResolver
-
-        port_text = env.get("BOUTIQUE_DNS_PORT", "").strip()
-        if default_port is None and not port_text.isdigit():
-            raise RuntimeError(f"BOUTIQUE_DISCOVERY=dns: set BOUTIQUE_DNS_PORT to find {service}")
-        port = default_port if default_port is not None else int(port_text)
-        return DnsResolver(service + env.get("BOUTIQUE_DNS_SUFFIX", "").strip(), port)
-    variable = address_variable or "the service's address variable"
-    raise RuntimeError(f"BOUTIQUE_DISCOVERY=static: set {variable} to the host:port of {service}")
-
-
-def registrar_from_env(environ: Mapping[str, str] | None = None) -> Registrar:
-    """The registrar for this process, by BOUTIQUE_DISCOVERY (dns and static register nothing)."""
-    env = _env(environ)
-    backend = _backend(env)
-    if backend == "registry":
-        from boutique.mesh.discovery.registry import RegistryRegistrar
-
-        return RegistryRegistrar(
-            env.get("BOUTIQUE_REGISTRY_URL", "").strip() or DEFAULT_REGISTRY_URL,
-            env.get("BOUTIQUE_REGISTRY_TOKEN", "").strip() or None,
-        )
-    if backend == "etcd":
-        from boutique.mesh.discovery.etcd import EtcdRegistrar
-
-        return EtcdRegistrar(etcd_endpoints(env), prefix=ETCD_PREFIX)
-    from boutique.mesh.discovery.static import StaticRegistrar
-
-    return StaticRegistrar()

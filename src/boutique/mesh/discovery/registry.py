@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from boutique.mesh import metrics
-from boutique.mesh.discovery.base import DEFAULT_REGISTRY_URL, Publish, Registrar, Resolver, RetryPolicy
+from boutique.mesh.discovery.base import Publish, Registrar, Resolver, RetryPolicy
 from boutique.mesh.instance import Instance
-from boutique.mesh.registry.client import KeepAlive, RegistryClient, RegistryError
+from boutique.mesh.registry.client import DEFAULT_URL, KeepAlive, RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class RegistryResolver(Resolver):
 
     def __init__(
         self,
-        base_url: str = DEFAULT_REGISTRY_URL,
+        base_url: str = DEFAULT_URL,
         token: str | None = None,
         wait: float = 30.0,
         retry: RetryPolicy | None = None,
@@ -94,7 +94,7 @@ class RegistryRegistrar(Registrar):
 
     def __init__(
         self,
-        base_url: str = DEFAULT_REGISTRY_URL,
+        base_url: str = DEFAULT_URL,
         token: str | None = None,
         check: dict[str, Any] | None = None,
         first_wait: float = 2.0,

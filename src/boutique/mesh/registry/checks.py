@@ -17,9 +17,9 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from boutique.mesh.config import parse_duration
 from boutique.mesh.instance import CRITICAL, PASSING, Instance
 from boutique.mesh.registry.state import CheckSpec, Record, RegistryState, validate_check
+from boutique.mesh.settings import parse_duration
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -13,12 +12,16 @@ from urllib.parse import quote
 
 import httpx
 
+from boutique.backoff import EQUAL_JITTER, backoff_delay
 from boutique.mesh.instance import Instance
+from boutique.tokens import bearer_headers
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:7600"
 INDEX_HEADER = "X-Registry-Index"
+# Seconds before the first retry of a failed registration; doubles up to the renewal interval.
+RETRY_BASE = 0.1
 
 
 class RegistryError(Exception):
@@ -51,7 +54,7 @@ class RegistryClient:
 
     def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, timeout: float = 5.0) -> None:
         self.last_changed_at: float | None = None  # the registry's wall-clock time of the last change seen
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = bearer_headers(token)
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._http = httpx.AsyncClient(
@@ -247,7 +250,7 @@ class KeepAlive:
                     log.warning("registry renewal failed; retrying", extra=self._fields(error=reason))
                 else:
                     log.debug("registry renewal failed again", extra=self._fields(error=reason))
-                delay = min(self.interval, 0.1 * 2 ** min(self.failures, 10)) * random.uniform(0.5, 1.0)
+                delay = backoff_delay(self.failures, RETRY_BASE, self.interval, EQUAL_JITTER)
             else:
                 if lease.created:
                     self.registrations += 1

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -27,10 +25,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from boutique.asgi_server import EmbeddedServer, bind, is_loopback, make_server, wait_started
-from boutique.mesh.config import parse_duration
 from boutique.mesh.instance import Instance
 from boutique.mesh.registry.checks import HealthChecks, parse_check
 from boutique.mesh.registry.state import LimitExceeded, Record, RegistryState, validate_name
+from boutique.mesh.settings import parse_duration
+from boutique.signals import stop_on_signals
+from boutique.tokens import bearer_matches
 
 log = logging.getLogger(__name__)
 
@@ -162,16 +162,16 @@ class _BearerAuth:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass authorised HTTP requests on; answer the rest with 401."""
-        if scope["type"] == "http":
-            given = Headers(scope=scope).get("authorization", "").encode()
-            if not hmac.compare_digest(given, self.expected):
-                response = _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
+        if scope["type"] == "http" and not bearer_matches(
+            Headers(scope=scope).get("authorization"), self.token
+        ):
+            response = _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
@@ -467,12 +467,7 @@ async def serve_registry(host: str = "127.0.0.1", port: int = DEFAULT_PORT, toke
     server = RegistryServer(host, port, token)
     await server.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            handled.append(sig)
+    undo = stop_on_signals(asyncio.get_running_loop(), stop.set)
     waiter = asyncio.create_task(stop.wait())
     ended = asyncio.create_task(server.wait())
     try:
@@ -480,6 +475,5 @@ async def serve_registry(host: str = "127.0.0.1", port: int = DEFAULT_PORT, toke
     finally:
         for task in (waiter, ended):
             task.cancel()
-        for sig in handled:
-            loop.remove_signal_handler(sig)
+        undo()
         await server.stop()

@@ -7,10 +7,7 @@ from boutique.mesh.resilience.breaker import (
     BreakerOpenError,
     BreakerState,
     CircuitBreaker,
-    CountWindow,
-    OutcomeWindow,
     Permit,
-    TimeWindow,
     Transition,
 )
 from boutique.mesh.resilience.budget import RetryBudget
@@ -22,6 +19,7 @@ from boutique.mesh.resilience.limiter import (
     Limit,
     LimiterSettings,
 )
+from boutique.mesh.resilience.windows import CountWindow, OutcomeWindow, TimeWindow
 
 __all__ = [
     "BreakerConfig",

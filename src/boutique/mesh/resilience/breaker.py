@@ -1,9 +1,12 @@
 """Circuit breaker: fail fast while a dependency is failing or slow, probe it, and close again once it recovers.
 
-The breaker never holds its lock across the wrapped call: `acquire()` takes a permit under a short lock,
-the caller makes the call, and the permit records the outcome under another short lock. That keeps it
-correct from asyncio tasks and from threads alike. Permits remember the state generation they were
-issued in, so a late answer from an earlier state cannot disturb the accounting of the current one.
+One way to call through it: `permit = breaker.acquire()` (raises `BreakerOpenError` when refused), make the
+call, then finish the permit with exactly one of `success()`, `failure()` or `ignore()`. The lock is never
+held across the call: `acquire()` takes a short lock, the permit records the outcome under another, so
+the breaker is correct from asyncio tasks and from threads alike. A permit remembers the state generation
+it was issued in, so a late answer from an earlier state cannot disturb the accounting of the current one.
+The decisions are made on an outcome window (windows.py); the status stream's numbers are kept apart
+(breaker_stats.py).
 """
 
 from __future__ import annotations
@@ -11,22 +14,19 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import random
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from boutique.mesh.resilience.breaker_stats import RollingStats
+from boutique.mesh.resilience.windows import CountWindow, OutcomeWindow, TimeWindow
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Clock = Callable[[], float]
-
-STATS_WINDOW_SECONDS = 10
-PERCENTILES = ("0", "25", "50", "75", "90", "95", "99", "99.5", "100")
-_SAMPLES_PER_SECOND = 1024  # latency samples kept per one-second stats bucket (reservoir beyond that)
 
 
 class BreakerState(enum.Enum):
@@ -39,6 +39,7 @@ class BreakerState(enum.Enum):
     DISABLED = "disabled"
 
 
+_CLOSED = BreakerState.CLOSED  # for the per-call checks: an enum member lookup costs ~50 ns on Python 3.11
 TransitionListener = Callable[[str, BreakerState, BreakerState], None]
 
 
@@ -99,220 +100,40 @@ class Transition:
     new: BreakerState
 
 
-class _Outcome(enum.Enum):
-    """How a finished call counts."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
-    IGNORED = "ignored"
-
-
 class Permit:
-    """Leave to make one call; finish it with exactly one of success(), failure() or ignore()."""
+    """Leave to make one call; finish it with exactly one of success(), failure() or ignore().
+
+    One is allocated per call, so it holds only what finishing needs: slots, no lock, no closures.
+    """
 
     __slots__ = ("_breaker", "_done", "generation", "half_open", "started", "transition")
 
-    def __init__(self, breaker: CircuitBreaker, generation: int, half_open: bool, started: float) -> None:
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        generation: int,
+        half_open: bool,
+        started: float,
+        transition: Transition | None,
+    ) -> None:
         self._breaker = breaker
         self._done = False
         self.generation = generation
         self.half_open = half_open
         self.started = started
-        self.transition: Transition | None = None  # the state change taking this permit caused, if any
+        self.transition = transition  # the state change taking this permit caused, if any
 
     def success(self, duration: float | None = None) -> Transition | None:
         """The call worked; `duration` in seconds (measured since acquire when omitted)."""
-        return self._breaker._complete(self, _Outcome.SUCCESS, duration, timeout=False)
+        return self._breaker._complete(self, False, duration, False)
 
     def failure(self, duration: float | None = None, timeout: bool = False) -> Transition | None:
         """The call failed (`timeout=True` also counts it as a timeout in the statistics)."""
-        return self._breaker._complete(self, _Outcome.FAILURE, duration, timeout=timeout)
+        return self._breaker._complete(self, True, duration, timeout)
 
     def ignore(self) -> Transition | None:
         """The call must not count either way (the caller cancelled, or the request itself was invalid)."""
-        return self._breaker._complete(self, _Outcome.IGNORED, None, timeout=False)
-
-    @property
-    def done(self) -> bool:
-        """Whether an outcome was recorded already."""
-        return self._done
-
-
-class OutcomeWindow(Protocol):
-    """The sliding window of recent outcomes the closed breaker judges failure and slow-call rates on."""
-
-    def record(self, failed: bool, slow: bool, now: float) -> None:
-        """Add one finished call."""
-        ...
-
-    def totals(self, now: float) -> tuple[int, int, int]:
-        """Calls, failures and slow calls currently in the window."""
-        ...
-
-    def clear(self) -> None:
-        """Forget everything."""
-        ...
-
-
-class CountWindow:
-    """The outcomes of the last `size` calls."""
-
-    def __init__(self, size: int) -> None:
-        """Create an empty window of `size` calls."""
-        self._size = size
-        self._outcomes: deque[tuple[bool, bool]] = deque()
-        self.failures = 0  # failures among them
-        self.slow = 0  # slow calls among them
-
-    def record(self, failed: bool, slow: bool, now: float) -> None:
-        """Add one call, pushing the oldest out once the window is full."""
-        if len(self._outcomes) == self._size:
-            old_failed, old_slow = self._outcomes.popleft()
-            self.failures -= old_failed
-            self.slow -= old_slow
-        self._outcomes.append((failed, slow))
-        self.failures += failed
-        self.slow += slow
-
-    def totals(self, now: float) -> tuple[int, int, int]:
-        """Calls, failures and slow calls among the last `size`."""
-        return len(self._outcomes), self.failures, self.slow
-
-    def clear(self) -> None:
-        """Forget everything."""
-        self._outcomes.clear()
-        self.failures = self.slow = 0
-
-
-@dataclass
-class _OutcomeBucket:
-    """Outcomes of the calls that finished during one second."""
-
-    second: int = -1
-    calls: int = 0
-    failures: int = 0
-    slow: int = 0
-
-
-class TimeWindow:
-    """The outcomes of the calls that finished in the last `seconds`, kept in one-second buckets."""
-
-    def __init__(self, seconds: float) -> None:
-        """Create an empty window spanning `seconds` (rounded up to whole seconds)."""
-        self._span = max(1, math.ceil(seconds))
-        self._buckets = [_OutcomeBucket() for _ in range(self._span)]
-
-    def record(self, failed: bool, slow: bool, now: float) -> None:
-        """Add one call to the bucket of the current second."""
-        second = math.floor(now)
-        bucket = self._buckets[second % self._span]
-        if bucket.second != second:
-            bucket.second, bucket.calls, bucket.failures, bucket.slow = second, 0, 0, 0
-        bucket.calls += 1
-        bucket.failures += failed
-        bucket.slow += slow
-
-    def totals(self, now: float) -> tuple[int, int, int]:
-        """Calls, failures and slow calls over the buckets still inside the window."""
-        oldest = math.floor(now) - self._span
-        live = [b for b in self._buckets if b.second > oldest]
-        return sum(b.calls for b in live), sum(b.failures for b in live), sum(b.slow for b in live)
-
-    def clear(self) -> None:
-        """Forget everything."""
-        for bucket in self._buckets:
-            bucket.second = -1
-
-
-@dataclass
-class _StatsBucket:
-    """What happened during one second, for the Hystrix-style status stream."""
-
-    second: int = -1
-    success: int = 0
-    failure: int = 0
-    timeout: int = 0
-    short_circuited: int = 0
-    fallback_success: int = 0
-    fallback_failure: int = 0
-    slow: int = 0
-    latency_count: int = 0
-    latency_sum_ms: float = 0.0
-    samples_ms: list[float] = field(default_factory=list)
-
-
-class _RollingStats:
-    """Ten one-second buckets of counts and latency samples."""
-
-    def __init__(self) -> None:
-        """Create empty buckets."""
-        self._buckets = [_StatsBucket() for _ in range(STATS_WINDOW_SECONDS)]
-        self._random = random.Random()
-
-    def bucket(self, now: float) -> _StatsBucket:
-        """The bucket of the current second, emptied first if it still holds an expired second."""
-        second = math.floor(now)
-        index = second % STATS_WINDOW_SECONDS
-        if self._buckets[index].second != second:
-            self._buckets[index] = _StatsBucket(second=second)
-        return self._buckets[index]
-
-    def live(self, now: float) -> list[_StatsBucket]:
-        """The buckets of the last ten seconds."""
-        oldest = math.floor(now) - STATS_WINDOW_SECONDS
-        return [b for b in self._buckets if b.second > oldest]
-
-    def record(self, now: float, failed: bool, timeout: bool, slow: bool, seconds: float) -> None:
-        """Count one finished call and its latency in the bucket of `now` (one bucket lookup)."""
-        second = math.floor(now)
-        bucket = self._buckets[second % STATS_WINDOW_SECONDS]
-        if bucket.second != second:
-            bucket = self._buckets[second % STATS_WINDOW_SECONDS] = _StatsBucket(second=second)
-        if failed:
-            bucket.failure += 1
-            bucket.timeout += timeout
-        else:
-            bucket.success += 1
-        bucket.slow += slow
-        value = seconds * 1000.0
-        bucket.latency_count += 1
-        bucket.latency_sum_ms += value
-        samples = bucket.samples_ms
-        if len(samples) < _SAMPLES_PER_SECOND:
-            samples.append(value)
-        else:
-            slot = int(self._random.random() * bucket.latency_count)
-            if slot < _SAMPLES_PER_SECOND:
-                samples[slot] = value
-
-    def latency(self, now: float, seconds: float) -> None:
-        """Record one call's latency, keeping a bounded uniform sample per second."""
-        self._sample(self.bucket(now), seconds)
-
-    def _sample(self, bucket: _StatsBucket, seconds: float) -> None:
-        """Add a latency to a bucket's total and to its bounded uniform sample."""
-        value = seconds * 1000.0
-        bucket.latency_count += 1
-        bucket.latency_sum_ms += value
-        if len(bucket.samples_ms) < _SAMPLES_PER_SECOND:
-            bucket.samples_ms.append(value)
-        else:
-            slot = int(self._random.random() * bucket.latency_count)
-            if slot < _SAMPLES_PER_SECOND:
-                bucket.samples_ms[slot] = value
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 gives the minimum, 100 the maximum, empty gives 0)."""
-    if not sorted_values:
-        return 0.0
-    rank = math.ceil(p * len(sorted_values) / 100)
-    return sorted_values[min(max(rank, 1), len(sorted_values)) - 1]
-
-
-def _always(exc: BaseException) -> bool:
-    """Default failure predicate: every exception counts against the dependency."""
-    return True
+        return self._breaker._complete(self, None, None, False)
 
 
 class CircuitBreaker:
@@ -346,7 +167,7 @@ class CircuitBreaker:
         self._half_open_in_flight = 0
         self._half_open_successes = 0
         self._in_flight = 0
-        self._stats = _RollingStats()
+        self._stats = RollingStats()
         self._listeners: list[TransitionListener] = []
         self._transitions: Counter[tuple[BreakerState, BreakerState]] = Counter()
 
@@ -361,11 +182,6 @@ class CircuitBreaker:
     def in_flight(self) -> int:
         """Permits handed out and not yet finished, in any state."""
         return self._in_flight
-
-    @property
-    def current_wait(self) -> float:
-        """How long the next (or current) open period lasts, in seconds."""
-        return self._wait
 
     @property
     def transitions(self) -> dict[tuple[BreakerState, BreakerState], int]:
@@ -405,74 +221,24 @@ class CircuitBreaker:
         """A permit for one call, or `BreakerOpenError` at once when the breaker refuses it."""
         with self._lock:
             now = self._clock()
-            ticket, change, refusal = self._admit(now)
-        self._notify(change)
-        if refusal is not None:
-            raise refusal
-        permit = Permit(self, ticket >> 1, bool(ticket & 1), now)
-        permit.transition = change
-        return permit
-
-    def enter(self) -> int:
-        """Admit one call and return its ticket, or raise `BreakerOpenError` at once.
-
-        The allocation-free form of `acquire()` for hot call paths: the ticket (an int encoding the
-        generation and whether the call is a half-open probe) must be passed to `leave` exactly once.
-        """
-        with self._lock:
-            if self._state is BreakerState.CLOSED:
+            if self._state is _CLOSED:  # the common case, straight through
                 self._in_flight += 1
-                return self._generation << 1
-            ticket, change, refusal = self._admit(self._clock())
+                return Permit(self, self._generation, False, now, None)
+            change = None
+            if self._state is BreakerState.OPEN and now >= self._open_until:
+                change = self._move(BreakerState.HALF_OPEN, now)
+            refusal = self._refusal(now)
+            if refusal is None:
+                half_open = self._state is BreakerState.HALF_OPEN
+                self._half_open_in_flight += half_open
+                self._in_flight += 1
+                generation = self._generation
+            else:
+                self._stats.short_circuited(now)
         self._notify(change)
         if refusal is not None:
             raise refusal
-        return ticket
-
-    def leave(self, ticket: int, failed: bool | None, took: float, timeout: bool = False) -> None:
-        """Finish the call of an `enter` ticket: `failed` True or False, or None when it must not count.
-
-        `took` is the call's duration in seconds; `timeout` counts a failure as a timeout too.
-        """
-        if took < 0.0:
-            took = 0.0
-        with self._lock:
-            now = self._clock()
-            if failed is False and ticket == self._generation << 1 and self._state is BreakerState.CLOSED:
-                # The common case, a success while closed, without the general path's indirections.
-                self._in_flight -= 1
-                slow_after = self.config.slow_call_duration
-                slow = slow_after is not None and took > slow_after
-                self._stats.record(now, False, False, slow, took)
-                window = self._window
-                window.record(False, slow, now)
-                # A success cannot raise the failure or slow-call rate of a count window holding none.
-                if window is self._count_window and not (window.failures or window.slow):
-                    return
-                if not self._should_trip(now):
-                    return
-                change: Transition | None = self._move(BreakerState.OPEN, now)
-            else:
-                outcome = (
-                    _Outcome.IGNORED if failed is None else _Outcome.FAILURE if failed else _Outcome.SUCCESS
-                )
-                change = self._finish(ticket >> 1, bool(ticket & 1), outcome, took, timeout, now)
-        if change is not None:
-            self._notify(change)
-
-    def _admit(self, now: float) -> tuple[int, Transition | None, BreakerOpenError | None]:
-        """Let one call in or refuse it (lock held): its ticket, the state change made, the refusal."""
-        change = None
-        if self._state is BreakerState.OPEN and now >= self._open_until:
-            change = self._move(BreakerState.HALF_OPEN, now)
-        refusal = self._refusal(now)
-        if refusal is not None:
-            self._stats.bucket(now).short_circuited += 1
-            return -1, change, refusal
-        half_open = self._state is BreakerState.HALF_OPEN
-        self._half_open_in_flight += half_open
-        self._in_flight += 1
-        return (self._generation << 1) | half_open, change, None
+        return Permit(self, generation, half_open, now, change)
 
     def _refusal(self, now: float) -> BreakerOpenError | None:
         """The error to refuse a call with in the current state, or None to admit it (lock held)."""
@@ -486,51 +252,54 @@ class CircuitBreaker:
         return None
 
     def _complete(
-        self, permit: Permit, outcome: _Outcome, duration: float | None, timeout: bool
+        self, permit: Permit, failed: bool | None, duration: float | None, timeout: bool
     ) -> Transition | None:
-        """Record a finished call: statistics always, state accounting only for its own generation."""
+        """Record a finished call (`failed` None: not counted): statistics always, state only for its generation."""
         with self._lock:
             if permit._done:
                 raise RuntimeError("this permit was finished already")
             permit._done = True
             now = self._clock()
-            took = max(0.0, now - permit.started) if duration is None else max(0.0, duration)
-            change = self._finish(permit.generation, permit.half_open, outcome, took, timeout, now)
+            took = now - permit.started if duration is None else duration
+            if took < 0.0:
+                took = 0.0
+            self._in_flight -= 1
+            slow_after = self.config.slow_call_duration
+            slow = slow_after is not None and took > slow_after
+            if failed is not None:
+                self._stats.record(now, failed, timeout, slow, took)
+            if permit.generation != self._generation:
+                return None  # a late answer from an earlier state: it counts in the statistics only
+            if permit.half_open:
+                change = self._judge_probe(failed, slow, now)
+            elif self._state is not _CLOSED or failed is None:
+                return None
+            else:
+                self._window.record(failed, slow, now)
+                # A success cannot raise the failure or slow-call rate of a count window holding none.
+                count = self._count_window
+                if count is not None and not (count.failures or count.slow):
+                    return None
+                if not self._should_trip(now):
+                    return None
+                change = self._move(BreakerState.OPEN, now)
         self._notify(change)
         return change
 
-    def _finish(
-        self, generation: int, half_open: bool, outcome: _Outcome, took: float, timeout: bool, now: float
-    ) -> Transition | None:
-        """Record a finished call (lock held): statistics always, state accounting only for its generation."""
-        self._in_flight -= 1
-        slow_after = self.config.slow_call_duration
-        slow = slow_after is not None and took > slow_after
-        if outcome is not _Outcome.IGNORED:
-            self._stats.record(now, outcome is _Outcome.FAILURE, timeout, slow, took)
-        if generation != self._generation:
-            return None
-        return self._judge(half_open, outcome, slow, now)
+    def _judge_probe(self, failed: bool | None, slow: bool, now: float) -> Transition | None:
+        """Apply the outcome of a current half-open probe (lock held).
 
-    def _judge(self, half_open: bool, outcome: _Outcome, slow: bool, now: float) -> Transition | None:
-        """Apply a current-generation outcome to the state machine (lock held).
-
-        A slow probe in half-open counts as a failed probe: the dependency has not recovered.
+        A slow probe counts as a failed probe: the dependency has not recovered.
         """
-        if half_open:
-            self._half_open_in_flight -= 1
-            if outcome is _Outcome.IGNORED:
-                return None
-            if outcome is _Outcome.FAILURE or slow:
-                return self._move(BreakerState.OPEN, now)
-            self._half_open_successes += 1
-            if self._half_open_successes >= self.config.half_open_successes_to_close:
-                return self._move(BreakerState.CLOSED, now)
+        self._half_open_in_flight -= 1
+        if failed is None:
             return None
-        if self._state is not BreakerState.CLOSED or outcome is _Outcome.IGNORED:
-            return None
-        self._window.record(outcome is _Outcome.FAILURE, slow, now)
-        return self._move(BreakerState.OPEN, now) if self._should_trip(now) else None
+        if failed or slow:
+            return self._move(BreakerState.OPEN, now)
+        self._half_open_successes += 1
+        if self._half_open_successes >= self.config.half_open_successes_to_close:
+            return self._move(BreakerState.CLOSED, now)
+        return None
 
     def _should_trip(self, now: float) -> bool:
         """Whether the closed window has enough calls and too many failures or slow calls (lock held)."""
@@ -577,6 +346,11 @@ class CircuitBreaker:
             self._open_until = min(self._open_until, self._clock())
             return True
 
+    def record_fallback(self, ok: bool) -> None:
+        """Count a fallback served by the caller (the mesh's dependency client runs its own fallbacks)."""
+        with self._lock:
+            self._stats.fallback(self._clock(), ok)
+
     # ---- operators ---------------------------------------------------------------------------
 
     def force_open(self) -> None:
@@ -605,111 +379,14 @@ class CircuitBreaker:
                 change = self._move(state, now)
         self._notify(change)
 
-    # ---- convenience wrapper -----------------------------------------------------------------
-
-    async def call(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        *args: Any,
-        fallback: Callable[[Exception], Awaitable[T]] | None = None,
-        is_failure: Callable[[Exception], bool] = _always,
-        **kwargs: Any,
-    ) -> T:
-        """Await `fn(*args, **kwargs)` through the breaker, answering with `await fallback(exc)` when given.
-
-        The fallback runs when the breaker refuses the call or the call fails. Exceptions for which
-        `is_failure` is false (the request's own fault) and cancellation are not counted and propagate.
-        A `TimeoutError` from `fn` counts as a timeout; put the call's timeout inside `fn` so the breaker
-        sees it (a cancellation from outside is the caller's and is ignored).
-        """
-        try:
-            permit = self.acquire()
-        except BreakerOpenError as refused:
-            if fallback is None:
-                raise
-            return await self._fallback(fallback, refused)
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            if not self._is_failure(is_failure, exc):
-                permit.ignore()
-                raise
-            permit.failure(timeout=isinstance(exc, TimeoutError))
-            if fallback is None:
-                raise
-            return await self._fallback(fallback, exc)
-        except BaseException:
-            permit.ignore()
-            raise
-        permit.success()
-        return result
-
-    def _is_failure(self, predicate: Callable[[Exception], bool], exc: Exception) -> bool:
-        """Ask the failure predicate; if it raises, count the call as failed rather than leak the permit."""
-        try:
-            return bool(predicate(exc))
-        except Exception:
-            log.exception("circuit breaker %s: is_failure raised; counting the call as failed", self.name)
-            return True
-
-    async def _fallback(self, fallback: Callable[[Exception], Awaitable[T]], exc: Exception) -> T:
-        """Run the fallback and count whether it worked."""
-        try:
-            value = await fallback(exc)
-        except Exception:
-            self._count_fallback(ok=False)
-            raise
-        self._count_fallback(ok=True)
-        return value
-
-    def record_fallback(self, ok: bool) -> None:
-        """Count a fallback served by a caller that runs its own fallbacks (the mesh's dependency client)."""
-        self._count_fallback(ok)
-
-    def _count_fallback(self, ok: bool) -> None:
-        """Add one fallback outcome to the rolling statistics."""
-        with self._lock:
-            bucket = self._stats.bucket(self._clock())
-            if ok:
-                bucket.fallback_success += 1
-            else:
-                bucket.fallback_failure += 1
-
     # ---- status stream -----------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """The last ten seconds in the fields of Hystrix's `hystrix.stream` (latencies in milliseconds).
-
-        rollingCountFailure includes timeouts (rollingCountTimeout is the subset that timed out);
-        requestCount = successes + failures + short-circuited; errorCount = failures + short-circuited.
-        Percentiles are nearest-rank over the recorded latencies.
-        """
+        """The last ten seconds as one event of Hystrix's `hystrix.stream` (latencies in milliseconds)."""
         with self._lock:
-            now = self._clock()
-            buckets = self._stats.live(now)
             state = self._state
             in_flight = self._in_flight
-            samples = sorted(value for bucket in buckets for value in bucket.samples_ms)
-            latency_count = sum(b.latency_count for b in buckets)
-            latency_sum = sum(b.latency_sum_ms for b in buckets)
-
-            def total(field_name: str) -> int:
-                return sum(getattr(b, field_name) for b in buckets)
-
-            counts = {
-                name: total(name)
-                for name in (
-                    "success",
-                    "failure",
-                    "timeout",
-                    "short_circuited",
-                    "fallback_success",
-                    "fallback_failure",
-                    "slow",
-                )
-            }
-        errors = counts["failure"] + counts["short_circuited"]
-        requests = counts["success"] + errors
+            rolling = self._stats.fields(self._clock())
         config = self.config
         return {
             "type": "HystrixCommand",
@@ -718,18 +395,7 @@ class CircuitBreaker:
             "state": state.name,
             "isCircuitBreakerOpen": state
             in (BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.FORCED_OPEN),
-            "errorPercentage": int(errors * 100 / requests) if requests else 0,
-            "requestCount": requests,
-            "errorCount": errors,
-            "rollingCountSuccess": counts["success"],
-            "rollingCountFailure": counts["failure"],
-            "rollingCountTimeout": counts["timeout"],
-            "rollingCountShortCircuited": counts["short_circuited"],
-            "rollingCountFallbackSuccess": counts["fallback_success"],
-            "rollingCountFallbackFailure": counts["fallback_failure"],
-            "rollingCountSlow": counts["slow"],
-            "latencyTotal_mean": round(latency_sum / latency_count, 3) if latency_count else 0.0,
-            "latencyTotal": {p: round(percentile(samples, float(p)), 3) for p in PERCENTILES},
+            **rolling,
             "currentConcurrentExecutionCount": in_flight,
             "propertyValue_circuitBreakerErrorThresholdPercentage": round(
                 config.failure_rate_threshold * 100

@@ -23,12 +23,11 @@ holds it across the request, so it is safe from asyncio tasks and threads alike.
 from __future__ import annotations
 
 import math
-import os
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -365,7 +364,10 @@ class ConcurrencyLimiter:
 
 @dataclass(frozen=True)
 class LimiterSettings:
-    """How a server limits concurrency: `on` (adaptive), `fixed` (at `initial`) or `off`, and the bounds."""
+    """How a server limits concurrency: `on` (adaptive), `fixed` (at `initial`) or `off`, and the bounds.
+
+    `boutique.mesh.settings` reads them from BOUTIQUE_LIMITER and BOUTIQUE_LIMITER_MIN / _MAX / _INITIAL.
+    """
 
     mode: str = "on"
     initial: int = 20
@@ -381,30 +383,6 @@ class LimiterSettings:
                 "concurrency limits need 1 <= BOUTIQUE_LIMITER_MIN <= BOUTIQUE_LIMITER_INITIAL <= "
                 f"BOUTIQUE_LIMITER_MAX, got {self.min_limit}, {self.initial} and {self.max_limit}"
             )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> LimiterSettings:
-        """BOUTIQUE_LIMITER (on, fixed, off) and BOUTIQUE_LIMITER_MIN / _MAX / _INITIAL; unset gives defaults."""
-        env = os.environ if environ is None else environ
-        default = cls()
-
-        def number(name: str, fallback: int) -> int:
-            text = env.get(name, "").strip()
-            if not text:
-                return fallback
-            try:
-                return int(text)
-            except ValueError:
-                raise ValueError(f"{name} must be a whole number, not {text!r}") from None
-
-        mode = env.get("BOUTIQUE_LIMITER", "").strip().lower() or default.mode
-        mode = {"true": "on", "1": "on", "adaptive": "on", "false": "off", "0": "off"}.get(mode, mode)
-        return cls(
-            mode=mode,
-            initial=number("BOUTIQUE_LIMITER_INITIAL", default.initial),
-            min_limit=number("BOUTIQUE_LIMITER_MIN", default.min_limit),
-            max_limit=number("BOUTIQUE_LIMITER_MAX", default.max_limit),
-        )
 
     def build(self, name: str) -> ConcurrencyLimiter | None:
         """The limiter these settings describe, or None when limiting is off."""

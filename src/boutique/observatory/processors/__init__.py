@@ -1,4 +1,4 @@
-"""Processors: each takes a `SpanBatch` and returns the batch to store (redaction, sampling)."""
+"""Processors: each takes a `SpanBatch` and returns the batch to store (`redact`: card-number masking)."""
 
 from __future__ import annotations
 

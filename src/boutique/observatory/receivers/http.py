@@ -1,48 +1,24 @@
-"""HTTP ingest: OTLP/HTTP `POST /v1/traces` and Zipkin `POST /api/v2/spans`, in front of a `Pipeline`.
+"""What the HTTP receivers share: reading a request body within limits, and ingesting it into a `Pipeline`.
 
 Bodies are read with a running size check and gunzipped incrementally with a bounded output size, so
-neither a large upload nor a gzip bomb is ever held in memory beyond the limit (413). The sender is
-answered once its spans are stored: 200 (OTLP, with `partial_success` when spans were refused) or
-202 (Zipkin); 400 for data that can never be stored (do not retry); 429 / 503 with `Retry-After`
-when the queue is full or the store is failing (retry later). OTLP errors carry a `google.rpc.Status`
-in the request's format (protobuf or JSON).
+neither a large upload nor a gzip bomb is ever held in memory beyond the limit (413). `ingest` answers
+with the spans once they are stored, or raises `Refused` with the status to answer: 400 for data that
+can never be stored (do not retry); 429 / 503 with `Retry-After` when the queue is full or the store is
+failing (retry later). Each receiver turns that into its protocol's response.
 """
 
 from __future__ import annotations
 
-import asyncio
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
-from google.protobuf import json_format
-from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
 
 from boutique.observatory.model import SpanBatch
 from boutique.observatory.pipeline import Pipeline, QueueFull, StoreFailed
-from boutique.observatory.receivers import otlp_json, otlp_proto, zipkin
+from boutique.observatory.receivers.base import Decoder, Limits, decode_payload
 from boutique.observatory.receivers.otlp_proto import PayloadError
 
-PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-INLINE_DECODE_BYTES = 512 * 1024  # larger bodies are decoded on a worker thread, off the event loop
-
-# google.rpc.Code numbers used in OTLP error bodies.
-_RPC_CODES = {400: 3, 413: 8, 415: 3, 429: 8, 503: 14}
-
-Format = Literal["protobuf", "json"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Request limits; `max_body_bytes` applies to the body as sent and, when gzipped, as inflated."""
-
-    max_body_bytes: int = 16 * 1024 * 1024
 
 
 class Refused(Exception):
@@ -122,19 +98,11 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def _decode(decoder: Callable[[bytes], SpanBatch], body: bytes) -> SpanBatch:
-    if len(body) <= INLINE_DECODE_BYTES:
-        return decoder(body)
-    return await asyncio.to_thread(decoder, body)
-
-
-async def _ingest(
-    request: Request, pipeline: Pipeline, limits: Limits, decoder: Callable[[bytes], SpanBatch]
-) -> SpanBatch:
+async def ingest(request: Request, pipeline: Pipeline, limits: Limits, decoder: Decoder) -> SpanBatch:
     """Read, decode and store one request's spans; `Refused` with the status to answer otherwise."""
     body = await read_body(request, limits)
     try:
-        batch = await _decode(decoder, body)
+        batch = await decode_payload(decoder, body)
     except PayloadError as exc:
         raise Refused(400, str(exc)) from None
     try:
@@ -146,64 +114,6 @@ async def _ingest(
     return batch
 
 
-def _retry_headers(refused: Refused) -> dict[str, str]:
+def retry_headers(refused: Refused) -> dict[str, str]:
+    """`Retry-After` for a refusal the sender should retry later; none otherwise."""
     return {} if refused.retry_after is None else {"Retry-After": str(refused.retry_after)}
-
-
-def _otlp_error(refused: Refused, form: Format) -> Response:
-    """An OTLP error response: a `google.rpc.Status` in the request's format."""
-    code = _RPC_CODES.get(refused.status, 2)
-    headers = _retry_headers(refused)
-    if form == "protobuf":
-        body = Status(code=code, message=refused.message).SerializeToString()
-        return Response(body, status_code=refused.status, media_type=PROTOBUF, headers=headers)
-    return JSONResponse({"code": code, "message": refused.message}, refused.status, headers=headers)
-
-
-def _otlp_success(batch: SpanBatch, form: Format) -> Response:
-    """200 with an `ExportTraceServiceResponse`, carrying `partial_success` when spans were refused."""
-    response = ExportTraceServiceResponse()
-    if batch.rejected:
-        response.partial_success.rejected_spans = batch.rejected
-        response.partial_success.error_message = batch.rejection
-    if form == "protobuf":
-        return Response(response.SerializeToString(), media_type=PROTOBUF)
-    return JSONResponse(json_format.MessageToDict(response))
-
-
-def otlp_http_routes(pipeline: Pipeline, limits: Limits) -> list[BaseRoute]:
-    """`POST /v1/traces` taking OTLP protobuf or JSON, plain or gzipped."""
-
-    async def export(request: Request) -> Response:
-        kind = media_type(request)
-        form: Format
-        if kind == PROTOBUF:
-            form, decoder = "protobuf", otlp_proto.decode
-        elif kind == JSON:
-            form, decoder = "json", otlp_json.decode
-        else:
-            message = f"unsupported Content-Type {kind or '(none)'!r} (use {PROTOBUF} or {JSON})"
-            return _otlp_error(Refused(415, message), "json")
-        try:
-            batch = await _ingest(request, pipeline, limits, decoder)
-        except Refused as refused:
-            return _otlp_error(refused, form)
-        return _otlp_success(batch, form)
-
-    return [Route("/v1/traces", export, methods=["POST"])]
-
-
-def zipkin_routes(pipeline: Pipeline, limits: Limits) -> list[BaseRoute]:
-    """`POST /api/v2/spans` taking Zipkin v2 JSON (plain or gzipped); 202 with an empty body."""
-
-    async def spans(request: Request) -> Response:
-        kind = media_type(request)
-        if kind not in ("", JSON):
-            return PlainTextResponse(f"unsupported Content-Type {kind!r} (use {JSON})", 415)
-        try:
-            await _ingest(request, pipeline, limits, zipkin.decode)
-        except Refused as refused:
-            return PlainTextResponse(refused.message, refused.status, headers=_retry_headers(refused))
-        return Response(status_code=202)
-
-    return [Route("/api/v2/spans", spans, methods=["POST"])]

@@ -1,4 +1,4 @@
-"""OTLP/gRPC ingest: `opentelemetry.proto.collector.trace.v1.TraceService/Export` in front of a `Pipeline`.
+"""The OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export` on the otlp_grpc port.
 
 The method is registered through a generic handler without a request deserializer, so the servicer
 gets the raw request bytes and hands them to `otlp_proto.decode` (the fast header-only parse) instead
@@ -10,8 +10,7 @@ store fails (both retried; the delay is sent as `RetryInfo`, both in the status 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyMessage
@@ -22,11 +21,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from boutique.observatory.pipeline import Pipeline, QueueFull, StoreFailed
 from boutique.observatory.receivers import otlp_proto
+from boutique.observatory.receivers.base import Decoder, GrpcReceiver, decode_payload
 from boutique.observatory.receivers.otlp_proto import PayloadError
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
-INLINE_DECODE_BYTES = 512 * 1024  # larger requests are decoded on a worker thread, off the event loop
+REQUEST = "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"
+DECODERS: dict[str, Decoder] = {REQUEST: otlp_proto.decode}
 
 
 def _retry_trailers(code: grpc.StatusCode, message: str, seconds: int) -> tuple[tuple[str, bytes], ...]:
@@ -50,10 +51,7 @@ class TraceService:
     async def export(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         """Decode and store one request; abort with the OTLP status code when that is not possible."""
         try:
-            if len(request) <= INLINE_DECODE_BYTES:
-                batch = otlp_proto.decode(request)
-            else:
-                batch = await asyncio.to_thread(otlp_proto.decode, request)
+            batch = await decode_payload(DECODERS[REQUEST], request)
         except PayloadError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
@@ -76,20 +74,15 @@ class TraceService:
         await context.abort(code, message, trailing_metadata=_retry_trailers(code, message, seconds))
 
 
-def add_trace_service(server: grpc.aio.Server, pipeline: Pipeline) -> None:
-    """Register OTLP's TraceService/Export on the server, feeding the pipeline."""
+def trace_service_methods(pipeline: Pipeline) -> Mapping[str, grpc.RpcMethodHandler]:
+    """TraceService's one method, Export, feeding the pipeline (raw bytes in and out)."""
     service = TraceService(pipeline)
     handler = grpc.unary_unary_rpc_method_handler(
         service.export, request_deserializer=None, response_serializer=None
     )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
+    return {METHOD: handler}
 
 
-def make_grpc_server(
-    max_message_bytes: int, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
-) -> grpc.aio.Server:
-    """A grpc.aio server refusing request messages above `max_message_bytes` (RESOURCE_EXHAUSTED)."""
-    return grpc.aio.server(
-        interceptors=list(interceptors),
-        options=[("grpc.max_receive_message_length", max_message_bytes)],
-    )
+RECEIVER = GrpcReceiver(
+    name="otlp_grpc", port="otlp_grpc", decoders=DECODERS, service=SERVICE, methods=trace_service_methods
+)

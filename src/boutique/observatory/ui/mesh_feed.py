@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from boutique.backoff import AROUND, backoff_delay
 from boutique.observatory.ui.mesh_wire import (
     MAX_DEPENDENCIES,
     MAX_PROCESSES,
@@ -40,6 +40,7 @@ from boutique.observatory.ui.mesh_wire import (
     parse_status,
     sse_events,
 )
+from boutique.tokens import bearer_headers
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class ProcessWatch:
         settings = self.settings
         url = f"{self.process.status_url}/mesh/stream"
         timeout = httpx.Timeout(settings.request_timeout, read=settings.stream_read_timeout)
-        backoff = settings.backoff_first
+        attempt = 0  # reconnections since the stream last carried an event
         while True:
             try:
                 async with self.client.stream("GET", url, headers=self.headers, timeout=timeout) as response:
@@ -102,7 +103,7 @@ class ProcessWatch:
                         raise http_problem(response.status_code)
                     async for kind, data in sse_events(response.aiter_bytes()):
                         self._heard(kind, data)
-                        backoff = settings.backoff_first
+                        attempt = 0
                 raise FeedError("the stream ended")
             except asyncio.CancelledError:
                 raise
@@ -111,8 +112,8 @@ class ProcessWatch:
             finally:
                 self.connected = False
             self.reconnects += 1
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, settings.backoff_max)
+            await asyncio.sleep(backoff_delay(attempt, settings.backoff_first, settings.backoff_max, AROUND))
+            attempt += 1
 
     def _heard(self, kind: str, data: str) -> None:
         """Take one stream event: a breaker's numbers, or a keep-alive ping."""
@@ -383,8 +384,8 @@ class MeshFeed:
         self.settings = settings or FeedSettings()
         registry_token = registry_token or os.environ.get("BOUTIQUE_REGISTRY_TOKEN") or None
         status_token = status_token or os.environ.get("BOUTIQUE_STATUS_TOKEN") or None
-        self.registry_headers = {"authorization": f"Bearer {registry_token}"} if registry_token else {}
-        self.status_headers = {"authorization": f"Bearer {status_token}"} if status_token else {}
+        self.registry_headers = bearer_headers(registry_token)
+        self.status_headers = bearer_headers(status_token)
         self.subscribers: set[Subscription] = set()
         self._run: _Run | None = None
         self._latest: MeshSnapshot | None = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import re
 import shlex
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,11 +27,10 @@ from boutique.observatory.api.jaeger import jaeger_id
 from boutique.observatory.model import Span
 from boutique.observatory.store.base import Store, TagCondition, TraceQuery
 from boutique.observatory.ui.pages import duration, render
+from boutique.observatory.ui.timefmt import DEFAULT_LOOKBACK, LOOKBACK_LABELS, ago, now_us, utc_text
 
 DEFAULT_LIMIT = "20"
-DEFAULT_LOOKBACK = "1h"
-LOOKBACKS = (("5m", "Last 5 minutes"), ("15m", "Last 15 minutes"), ("1h", "Last hour"),
-             ("6h", "Last 6 hours"), ("24h", "Last 24 hours"), ("custom", "Custom (from / to)"))  # fmt: skip
+LOOKBACK_OPTIONS = [*LOOKBACK_LABELS.items(), ("custom", "Custom (from / to)")]
 SORTS = (("start", "Newest first"), ("duration", "Longest first"))
 TAG_PARAMS = ("tags", "tag", "tagQuery")
 HIDDEN_PARAMS = ("spanKind", "instance")  # API parameters the form keeps without showing a field
@@ -162,9 +160,9 @@ def form_values(params: QueryParams, query: TraceQuery | None) -> Form:
 
 def lookback_options(chosen: str) -> list[tuple[str, str]]:
     """The lookback choices, with a value from a URL that is not among them kept as its own choice."""
-    if chosen in dict(LOOKBACKS):
-        return list(LOOKBACKS)
-    return [*LOOKBACKS, (chosen, f"Last {chosen}")]
+    if chosen in dict(LOOKBACK_OPTIONS):
+        return list(LOOKBACK_OPTIONS)
+    return [*LOOKBACK_OPTIONS, (chosen, f"Last {chosen}")]
 
 
 def with_chosen(names: Sequence[str], chosen: str) -> list[str]:
@@ -199,23 +197,6 @@ class TraceRow:
     def iso(self) -> str:
         """The start as an RFC 3339 time, for `<time datetime>`."""
         return p.rfc3339(self.start_us)
-
-
-def ago(delta_us: int) -> str:
-    """How long ago, roughly: `just now`, `42s ago`, `3m ago`, `5h ago`, `2d ago`."""
-    seconds = delta_us // 1_000_000
-    if seconds < 1:
-        return "just now"
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
-
-
-def utc_text(timestamp_us: int) -> str:
-    """µs as a UTC time to the millisecond, for reading."""
-    moment = datetime.fromtimestamp(timestamp_us // 1_000_000, UTC)
-    return f"{moment:%Y-%m-%d %H:%M:%S}.{timestamp_us % 1_000_000 // 1000:03d} UTC"
 
 
 def summarize(spans: Sequence[Span], now: int) -> TraceRow:
@@ -351,7 +332,7 @@ def routes(store: Store) -> list[BaseRoute]:
     async def search_page(request: Request) -> Response:
         """`GET /search`: the form, and the traces its parameters find (400 with the form for bad ones)."""
         params = request.query_params
-        now = time.time_ns() // 1000
+        now = now_us()
         query: TraceQuery | None = None
         field_name, message = "", ""
         try:

@@ -8,10 +8,8 @@ rate, p50/p95/p99 latency) from per-step figures (`Store.red`) of the service's 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -25,11 +23,17 @@ from boutique.observatory.store.base import Dependency, RedPoint, Store, TraceQu
 from boutique.observatory.ui import charts
 from boutique.observatory.ui.graph_layout import layered_layout, smooth_path
 from boutique.observatory.ui.pages import duration, render, service_colour
+from boutique.observatory.ui.timefmt import (
+    DEFAULT_LOOKBACK,
+    LOOKBACK_LABELS,
+    LOOKBACKS,
+    ago,
+    now_us,
+    utc_text,
+)
 
-MINUTE_US = 60_000_000
-LOOKBACKS = {"15m": 15 * MINUTE_US, "1h": 60 * MINUTE_US, "6h": 360 * MINUTE_US, "24h": 1440 * MINUTE_US}
-LOOKBACK_LABELS = {"15m": "Last 15 minutes", "1h": "Last hour", "6h": "Last 6 hours", "24h": "Last 24 hours"}
-DEFAULT_LOOKBACK = "1h"
+# The lookbacks these pages offer (5m would leave 60 chart points 5s apart): name → label.
+PAGE_LOOKBACKS = {name: LOOKBACK_LABELS[name] for name in ("15m", "1h", "6h", "24h")}
 CHART_POINTS = 60
 QUANTILES = (0.5, 0.95, 0.99)
 ERROR_TRACES = 10
@@ -39,20 +43,15 @@ ENTRY_KINDS = (KIND_NUMBERS["server"], KIND_NUMBERS["consumer"])  # spans that a
 LATENCY_COLOURS = {0.5: "#2e9e6b", 0.95: "#d9822b", 0.99: "#c62828"}
 
 
-def now_us() -> int:
-    """The current time in Unix microseconds."""
-    return time.time_ns() // 1000
-
-
 class BadParameter(ValueError):
     """A query parameter the page cannot use; its message is shown to the user with a 400."""
 
 
 def parse_lookback(request: Request) -> str:
-    """The `lookback` parameter (one of LOOKBACKS; the default when absent or empty)."""
+    """The `lookback` parameter (one of PAGE_LOOKBACKS; the default when absent or empty)."""
     value = request.query_params.get("lookback") or DEFAULT_LOOKBACK
-    if value not in LOOKBACKS:
-        raise BadParameter(f"lookback must be one of {', '.join(LOOKBACKS)}, not {value!r}")
+    if value not in PAGE_LOOKBACKS:
+        raise BadParameter(f"lookback must be one of {', '.join(PAGE_LOOKBACKS)}, not {value!r}")
     return value
 
 
@@ -80,21 +79,6 @@ def step_text(step_us: int) -> str:
     """A chart step as a person reads it: 15s, 1m, 6m."""
     seconds = step_us // 1_000_000
     return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
-
-
-def ago(timestamp_us: int, now: int) -> str:
-    """How long before `now` a moment was, roughly: 12s ago, 5m ago, 3h ago."""
-    seconds = max(0, (now - timestamp_us) // 1_000_000)
-    if seconds < 60:
-        return f"{seconds}s ago"
-    if seconds < 3600:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h {seconds % 3600 // 60}m ago"
-
-
-def utc_text(timestamp_us: int) -> str:
-    """A moment as an ISO 8601 UTC time to the second."""
-    return datetime.fromtimestamp(timestamp_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # ---- the dependency graph ------------------------------------------------------------------------
@@ -343,7 +327,7 @@ def error_trace(spans: Sequence[Span], service: str, now: int) -> ErrorTrace:
         message=failed.status_message,
         duration_us=max(s.end_us for s in spans) - start,
         spans=len(spans),
-        started=ago(start, now),
+        started=ago(now - start),
         started_utc=utc_text(start),
     )
 
@@ -364,7 +348,7 @@ class ServicePages:
 
     async def dependencies(self, request: Request) -> Response:
         """`/dependencies?lookback=`: the graph of calls between services, with a table of its edges."""
-        context: dict[str, Any] = {"lookbacks": LOOKBACK_LABELS, "lookback": DEFAULT_LOOKBACK, "error": None}
+        context: dict[str, Any] = {"lookbacks": PAGE_LOOKBACKS, "lookback": DEFAULT_LOOKBACK, "error": None}
         try:
             lookback = context["lookback"] = parse_lookback(request)
         except BadParameter as exc:
@@ -390,7 +374,7 @@ class ServicePages:
         context: dict[str, Any] = {
             "service": service,
             "colour": service_colour(service),
-            "lookbacks": LOOKBACK_LABELS,
+            "lookbacks": PAGE_LOOKBACKS,
             "lookback": DEFAULT_LOOKBACK,
             "operation": "",
             "operations": [],

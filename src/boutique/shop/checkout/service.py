@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn, Protocol
 
 from opentelemetry import trace
@@ -25,8 +25,8 @@ from boutique.mesh import deadline
 from boutique.mesh.errors import DeadlineExceeded
 from boutique.shop import money
 from boutique.shop.checkout.store import Claim, OrderJournal, OrderRecord, Step
-from boutique.shop.email.service import mask_email, validate_email
-from boutique.shop.errors import Aborted, InvalidArgument, ShopError, Unavailable
+from boutique.shop.email_address import mask_email, validate_email
+from boutique.shop.errors import Aborted, InvalidArgument, Reason, ShopError, Unavailable
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.telemetry import tracer
 
@@ -54,7 +54,7 @@ TIME_TO_FINISH = 1.0
 # Undoing a charge and completing a shipped order run on checkout's own time, not the caller's.
 OWN_TIME = 5.0
 LEASE_MARGIN = 5.0
-DECLINED = "payment declined"
+DECLINED = "payment declined"  # how a declined card's message begins (Online Boutique's wording)
 
 
 class Catalog(Protocol):
@@ -150,22 +150,14 @@ def check_order_key(key: str) -> None:
         raise InvalidArgument(f"order key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
 
 
-def _detail(exc: ShopError, dependency: str) -> str:
-    """The error's message without the 'service: ' prefix the clients add."""
-    text = str(exc)
-    return text.removeprefix(f"{dependency}: ")
-
-
 @asynccontextmanager
 async def _depending_on(dependency: str) -> AsyncIterator[None]:
     """Re-raise an Unavailable from inside the block as one that names the dependency (and its path)."""
     try:
         yield
     except Unavailable as exc:
-        path = exc.dependency_path or (dependency,)
-        named = Unavailable(f"{dependency} is unavailable: {_detail(exc, dependency)}", path)
-        named.status, named.answered = exc.status, exc.answered
-        raise named from exc
+        failure = replace(exc.failure, dependency_path=exc.dependency_path or (dependency,))
+        raise Unavailable(f"{dependency} is unavailable: {failure.detail}", failure=failure) from exc
 
 
 class CheckoutService:
@@ -198,7 +190,7 @@ class CheckoutService:
             try:
                 return await self.currency.convert(amount, user_currency)
             except InvalidArgument as exc:
-                raise InvalidArgument(f"user_currency: {_detail(exc, 'currency')}") from exc
+                raise InvalidArgument(f"user_currency: {exc.failure.detail}") from exc
 
     async def _price_item(self, item: pb.CartItem, user_currency: str) -> pb.OrderItem:
         """A cart line with its per-unit price in the user's currency."""
@@ -218,12 +210,16 @@ class CheckoutService:
         return [result for result in results if isinstance(result, pb.OrderItem)]
 
     async def _charge(self, amount: pb.Money, card: pb.CreditCardInfo, order_id: str) -> str:
-        """Charge the card; a rejected card becomes 'payment declined: <reason>'."""
+        """Charge the card; a rejected card is PAYMENT_DECLINED, telling the shopper the card's problem."""
         async with _depending_on("payment"):
             try:
                 return await self.payment.charge(amount, card, idempotency_key=order_id)
             except InvalidArgument as exc:
-                raise InvalidArgument(f"{DECLINED}: {_detail(exc, 'payment')}") from exc
+                said = f"{DECLINED}: {exc.public_message or exc.failure.detail}"
+                problem = {"card_problem": exc.reason} if exc.reason else {}
+                raise InvalidArgument(
+                    said, reason=Reason.PAYMENT_DECLINED, public_message=said, metadata=problem
+                ) from exc
 
     # ---- placing ----------------------------------------------------------------------------
 
@@ -297,7 +293,9 @@ class CheckoutService:
                 async with _depending_on("cart"):
                     cart_items = await self.cart.get_cart(request.user_id)
             if not cart_items:
-                raise InvalidArgument("cart is empty")
+                raise InvalidArgument(
+                    "cart is empty", reason=Reason.EMPTY_CART, public_message="cart is empty"
+                )
             with tracer.start_as_current_span("checkout: price items") as step:
                 step.set_attribute("app.cart.items.count", len(cart_items))
                 order_items = await self._price_items(cart_items, request.user_currency)
@@ -312,16 +310,17 @@ class CheckoutService:
             span.add_event("prepared", {"app.order.items.count": len(order_items)})
             deadline.check("place the order", TIME_TO_FINISH)
         except (ShopError, DeadlineExceeded) as exc:
-            await self._end(record, Step.FAILED, f"not placed: {exc}")
+            reason = exc.reason if isinstance(exc, ShopError) else ""
+            await self._end(record, Step.FAILED, f"not placed: {exc}", reason)
             _reraise(exc)
         try:
             with tracer.start_as_current_span("checkout: charge"):
                 transaction_id = await self._charge(total, card, record.order_id)
         except InvalidArgument as exc:  # declined: nothing was charged
-            await self._end(record, Step.FAILED, str(exc))
+            await self._end(record, Step.FAILED, str(exc), exc.reason)
             raise
         except ShopError as exc:
-            if exc.status is None:  # refused by the mesh (breaker open, no instance): never sent
+            if exc.failure.code is None:  # refused by the mesh (breaker open, no instance): never sent
                 await self._end(record, Step.FAILED, f"not placed, nothing was charged: {exc}")
                 raise
             await self.undo(record, f"payment did not answer: {exc}")  # the charge may or may not stand
@@ -386,10 +385,10 @@ class CheckoutService:
             await self._confirm(request.email, order)
         await self._end(record, Step.PLACED, "")
 
-    async def _end(self, record: OrderRecord, step: Step, message: str) -> None:
+    async def _end(self, record: OrderRecord, step: Step, message: str, reason: str = "") -> None:
         """Journal the attempt's last step (a failure to write is logged: recovery settles it later)."""
         try:
-            await asyncio.to_thread(self.journal.advance, record, step, message=message[:500])
+            await asyncio.to_thread(self.journal.advance, record, step, message=message[:500], reason=reason)
         except Exception:
             log.exception("could not journal the order's end", extra={"order_id": record.order_id})
 
@@ -410,7 +409,7 @@ class CheckoutService:
                 await asyncio.to_thread(self.journal.release, record, 2.0)
                 log.warning(
                     "could not void a charge yet; retrying in the background",
-                    extra={"order_id": record.order_id, "error": str(exc)},
+                    extra={"order_id": record.order_id, "error": str(exc), **exc.failure.log_fields()},
                 )
                 raise Unavailable(
                     f"payment is unavailable: the order was not placed; a charge, if one was made, "
@@ -486,7 +485,10 @@ class CheckoutService:
         try:
             await self.cart.empty_cart(user_id)
         except ShopError as exc:
-            log.warning("could not empty the cart after an order", extra={"error": str(exc)})
+            log.warning(
+                "could not empty the cart after an order",
+                extra={"error": str(exc), **exc.failure.log_fields()},
+            )
 
     async def _confirm(self, email: str, order: pb.OrderResult) -> None:
         """Send the confirmation; a failure is logged and does not fail the order."""
@@ -495,7 +497,12 @@ class CheckoutService:
         except ShopError as exc:
             log.warning(
                 "order confirmation not sent",
-                extra={"order_id": order.order_id, "email": mask_email(email), "error": str(exc)},
+                extra={
+                    "order_id": order.order_id,
+                    "email": mask_email(email),
+                    "error": str(exc),
+                    **exc.failure.log_fields(),
+                },
             )
 
 
@@ -504,7 +511,8 @@ def _for_the_shopper(record: OrderRecord) -> str:
     if record.step in (Step.VOIDED, Step.VOIDING):
         return "The order could not be completed. Its charge was voided: you will not pay for it."
     if record.step is Step.FAILED:
-        declined = record.message.startswith(DECLINED)
+        # A declined card's message is for the shopper: it says what is wrong with the card.
+        declined = record.reason == Reason.PAYMENT_DECLINED
         return (
             f"The {record.message}. Nothing was charged."
             if declined

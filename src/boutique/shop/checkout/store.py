@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import enum
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from boutique.shop.errors import Reason
 from boutique.shop.storage import open_database
 
 
@@ -52,12 +54,15 @@ CREATE TABLE IF NOT EXISTS orders (
     transaction_id TEXT NOT NULL DEFAULT '',
     result         BLOB,             -- the OrderResult once shipped
     message        TEXT NOT NULL DEFAULT '',
+    reason         TEXT NOT NULL DEFAULT '',  -- why it was not placed, as data (e.g. PAYMENT_DECLINED)
     created_at     REAL NOT NULL,
     updated_at     REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS orders_open ON orders (step, lease_until);
 """
-_COLUMNS = "order_key, order_id, user_id, step, owner, lease_until, request, transaction_id, result, message"
+_COLUMNS = (
+    "order_key, order_id, user_id, step, owner, lease_until, request, transaction_id, result, message, reason"
+)
 
 
 @dataclass(frozen=True)
@@ -74,11 +79,14 @@ class OrderRecord:
     transaction_id: str = ""
     result: bytes | None = None
     message: str = ""
+    reason: str = ""  # machine-readable cause of a failed attempt ('' when none was given)
 
     @classmethod
     def from_row(cls, row: tuple) -> OrderRecord:  # type: ignore[type-arg]
-        key, order_id, user_id, step, owner, lease, request, transaction_id, result, message = row
-        return cls(key, order_id, user_id, Step(step), owner, lease, request, transaction_id, result, message)
+        key, order_id, user_id, step, owner, lease, request, transaction_id, result, message, reason = row
+        return cls(
+            key, order_id, user_id, Step(step), owner, lease, request, transaction_id, result, message, reason
+        )
 
 
 class Claim(enum.Enum):
@@ -98,6 +106,27 @@ def default_path() -> Path:
     return Path(os.environ.get("BOUTIQUE_DATA_DIR", "").strip() or ".boutique") / "checkout" / "orders.sqlite"
 
 
+def _add_reason_column(db: sqlite3.Connection) -> None:
+    """Bring a journal written before the `reason` column up to date (once; replicas may race to it).
+
+    Declined orders of those journals are recognised by the one message they were given then, so their
+    status page keeps telling the shopper why; every later record stores its reason as data.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
+        if "reason" not in columns:
+            db.execute("ALTER TABLE orders ADD COLUMN reason TEXT NOT NULL DEFAULT ''")
+            db.execute(
+                "UPDATE orders SET reason = ? WHERE step = ? AND message LIKE 'payment declined:%'",
+                (Reason.PAYMENT_DECLINED.value, Step.FAILED.value),
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class OrderJournal:
     """Orders by key in a SQLite file (":memory:" for one that dies with the process)."""
 
@@ -109,6 +138,7 @@ class OrderJournal:
         self.clock = clock
         self._lock = threading.Lock()
         self._db = open_database(path, _SCHEMA)
+        _add_reason_column(self._db)
 
     def _select(self, key: str) -> OrderRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM orders WHERE order_key = ?", (key,)).fetchone()
@@ -169,12 +199,18 @@ class OrderJournal:
         transaction_id: str | None = None,
         result: bytes | None = None,
         message: str | None = None,
+        reason: str | None = None,
         lease: float | None = None,
     ) -> bool:
         """Record the next step of an attempt this process owns; False when it no longer owns it."""
         sets = ["step = ?", "updated_at = ?"]
         values: list[object] = [step.value, self.clock()]
-        for column, value in (("transaction_id", transaction_id), ("result", result), ("message", message)):
+        for column, value in (
+            ("transaction_id", transaction_id),
+            ("result", result),
+            ("message", message),
+            ("reason", reason),
+        ):
             if value is not None:
                 sets.append(f"{column} = ?")
                 values.append(value)

@@ -15,42 +15,16 @@ import jinja2
 
 from boutique.mesh import deadline
 from boutique.shop import money
+from boutique.shop.email_address import mask_email, validate_email
 from boutique.shop.errors import InvalidArgument
 from boutique.shop.proto import demo_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-MAX_EMAIL_LENGTH = 254
 MAX_ORDER_ID_LENGTH = 128
 OUTBOX_SIZE = 100
 TEMPLATE = "confirmation.html"
 _ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def validate_email(email: str) -> None:
-    """Raise InvalidArgument unless the address is `local@domain.tld`-shaped and at most 254 characters."""
-    if not email:
-        raise InvalidArgument("email is empty")
-    if len(email) > MAX_EMAIL_LENGTH:
-        raise InvalidArgument(f"email longer than {MAX_EMAIL_LENGTH} characters")
-    if email.count("@") != 1:
-        raise InvalidArgument("email must contain exactly one '@'")
-    local, domain = email.split("@")
-    if not local:
-        raise InvalidArgument("email has nothing before the '@'")
-    labels = domain.split(".")
-    if len(labels) < 2 or not all(labels):
-        raise InvalidArgument("email domain must contain a dot between non-empty parts, e.g. example.com")
-    if any(ch.isspace() for ch in email):
-        raise InvalidArgument("email must not contain spaces")
-
-
-def mask_email(email: str) -> str:
-    """The address with the local part hidden after its first character ('j***@example.com'), for logs."""
-    local, sep, domain = email.rpartition("@")
-    if not sep:
-        return "***"
-    return f"{local[:1]}***@{domain}"
 
 
 def validate_order_id(order_id: str) -> None:

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 from boutique.mesh.http_observe import observe_http
 from boutique.mesh.metrics import LIMITER_STATS
 from boutique.mesh.resilience.limiter import LimiterSettings
+from boutique.mesh.settings import MeshSettings
 from boutique.shop.errors import ShopError
 from boutique.shop.frontend.clients import FrontendClients
 from boutique.shop.frontend.failures import ErrorPages, PageError
@@ -31,7 +32,7 @@ def create_app(
     shed request costs no span, no routing and no service call.
     """
     site = observe_http(create_site(clients, settings))
-    limiter = (limits or LimiterSettings.from_env()).build("http")
+    limiter = (limits or MeshSettings.current().limiter).build("http")
     if limiter is None:
         return site
     LIMITER_STATS.track(limiter)

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
+from boutique.mesh.failure import Failure
 from boutique.shop.errors import FailedPrecondition, NotFound, ShopError, Unavailable
 from boutique.shop.frontend.rendering import Renderer
 from boutique.shop.frontend.settings import FrontendSettings
@@ -75,13 +76,13 @@ def traced_id(request: Request) -> str:
     return trace_id_of(request) if trace.get_current_span().get_span_context().is_valid else ""
 
 
-def who_failed(error: ShopError) -> str:
-    """Which part of the shop failed, from the error's dependency path (never from its message).
+def who_failed(failure: Failure) -> str:
+    """Which part of the shop failed, from the failure's dependency path (never from its message).
 
     ("cart",) is "the cart service"; ("checkout", "payment") is "the payment service (needed by
     checkout)"; a store behind a service reads "the cart service's store (redis)".
     """
-    path = error.dependency_path
+    path = failure.dependency_path
     if not path:
         return "a service the shop depends on"
     if len(path) == 1:
@@ -119,15 +120,20 @@ class ErrorPages:
         )
 
     async def shop_error(self, request: Request, exc: Exception) -> Response:
-        """A dependency failed: 503 when it is down, 502 when it answered with something unusable."""
+        """A dependency failed: 503 when it is down, 502 when it answered with something unusable.
+
+        Everything comes from the error's Failure: who failed, the status, what the shopper may be told,
+        and the trace of the failed call (the request's own when the call was not traced).
+        """
         assert isinstance(exc, ShopError)
-        who = who_failed(exc)
+        failure = exc.failure
+        who = who_failed(failure)
         headers = None
-        if exc.status is grpc.StatusCode.RESOURCE_EXHAUSTED:  # shed by its concurrency limit: try soon
+        if failure.code is grpc.StatusCode.RESOURCE_EXHAUSTED:  # shed by its concurrency limit: try soon
             status, title = 503, "The shop is busy"
             hint = f"{who.capitalize()} has more requests than it can take right now. Try again in a moment."
             headers = {"Retry-After": "1"}
-        elif isinstance(exc, Unavailable | FailedPrecondition):
+        elif failure.retryable or isinstance(exc, Unavailable | FailedPrecondition):  # down: try again later
             status, title = 503, "Service unavailable"
             hint = f"The shop could not reach {who}. Wait a moment and try again."
         elif isinstance(exc, NotFound):
@@ -136,12 +142,12 @@ class ErrorPages:
         else:
             status, title = 502, "Bad gateway"
             hint = f"{who.capitalize()} gave an answer the shop could not use. Try again later."
-        trace_id = trace_id_of(request)
+        told = failure.public_message  # what the service lets the shopper know, if anything
+        problems = [Problem(failure.failed_service or "request", told)] if told else []
+        trace_id = failure.trace_id or trace_id_of(request)
         trace.get_current_span().record_exception(exc)
-        self._log(
-            request, status, title, error=str(exc), trace_id=trace_id, failed="/".join(exc.dependency_path)
-        )
-        return self.render(request, status, title, hint, trace_id=trace_id, headers=headers)
+        self._log(request, status, title, error=str(exc), trace_id=trace_id, failure=failure)
+        return self.render(request, status, title, hint, problems, trace_id=trace_id, headers=headers)
 
     async def unexpected(self, request: Request, exc: Exception) -> Response:
         """Anything else: log it with its traceback, answer 500 with a reference id and no details."""
@@ -188,12 +194,13 @@ class ErrorPages:
         problems: Sequence[Problem] = (),
         error: str = "",
         trace_id: str = "",
-        failed: str = "",
+        failure: Failure | None = None,
     ) -> None:
-        """One JSON line per failed request; messages name fields, never the values sent."""
+        """One JSON line per failed request (with the failure's fields); messages name fields, never the
+        values sent."""
         extra: dict[str, object] = {"status": status, "method": request.method, "path": request.url.path}
-        if failed:
-            extra["failed_dependency"] = failed
+        if failure is not None:
+            extra.update(failure.log_fields())
         if problems:
             extra["problems"] = [f"{p.field}: {p.message}" for p in problems]
         if error:

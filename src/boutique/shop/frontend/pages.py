@@ -13,8 +13,9 @@ import grpc
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from boutique.mesh.failure import Failure
 from boutique.shop import money
-from boutique.shop.errors import InvalidArgument, NotFound, ShopError
+from boutique.shop.errors import InvalidArgument, NotFound, Reason, ShopError
 from boutique.shop.frontend.clients import FrontendClients
 from boutique.shop.frontend.failures import PageError, Problem
 from boutique.shop.frontend.forms import (
@@ -39,7 +40,6 @@ T = TypeVar("T")
 
 MAX_RECOMMENDATIONS = 4
 QUANTITIES = tuple(range(1, 11))
-PAYMENT_DECLINED = "payment declined"
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,9 @@ async def optional(what: str, call: Awaitable[T]) -> T | None:
     try:
         return await call
     except ShopError as exc:
-        log.warning("optional part left out", extra={"part": what, "error": str(exc)})
+        log.warning(
+            "optional part left out", extra={"part": what, "error": str(exc), **exc.failure.log_fields()}
+        )
         return None
 
 
@@ -232,11 +234,18 @@ class Pages:
                 order_key=details.order_key,
             )
         except InvalidArgument as exc:
-            raise _order_refused(str(exc).removeprefix("checkout: ")) from None
+            raise _order_refused(exc.failure) from None
         except ShopError as exc:
-            if _outcome_unknown(exc):
+            if exc.failure.code is None:  # never sent: this request placed nothing, an earlier one may have
                 log.warning(
-                    "order outcome unknown", extra={"order_key": details.order_key, "error": str(exc)}
+                    "checkout unreachable",
+                    extra={"order_key": details.order_key, "error": str(exc), **exc.failure.log_fields()},
+                )
+                return self._order_pending(request, details.order_key, 503)
+            if _outcome_unknown(exc.failure):
+                log.warning(
+                    "order outcome unknown",
+                    extra={"order_key": details.order_key, "error": str(exc), **exc.failure.log_fields()},
                 )
                 return self._order_pending(request, details.order_key, 504)
             raise
@@ -270,9 +279,17 @@ class Pages:
         return self.renderer.page(request, "order.html", context)
 
     def _order_pending(self, request: Request, order_key: str, status: int) -> Response:
-        """The page for an order whose outcome is not known yet: what that means, and where to look."""
-        context = {"order_key": order_key, "state": "unknown" if status == 504 else "placing"}
-        return self.renderer.page(request, "order_status.html", context, status=status)
+        """The page for an order whose outcome is not known yet: what that means, and where to look.
+
+        504: checkout took the order but did not answer in time. 503: checkout could not be reached
+        (breaker open, no instance), so this request placed nothing, yet an earlier submission of the
+        same form (a double click, a reload) may have: the shopper is sent to the status page either way.
+        202: the order is being placed.
+        """
+        state = {504: "unknown", 503: "unreachable"}.get(status, "placing")
+        headers = {"Retry-After": "3"} if status == 503 else None
+        context = {"order_key": order_key, "state": state}
+        return self.renderer.page(request, "order_status.html", context, status=status, headers=headers)
 
     async def order_status(self, request: Request) -> Response:
         """GET /order/{order_key}: what became of an order (only for the shopper who placed it)."""
@@ -283,7 +300,10 @@ class Pages:
         try:
             status = await self.clients.checkout.get_order(order_key, session.id)
         except ShopError as exc:
-            log.warning("order status unknown", extra={"order_key": order_key, "error": str(exc)})
+            log.warning(
+                "order status unknown",
+                extra={"order_key": order_key, "error": str(exc), **exc.failure.log_fields()},
+            )
             return self._order_pending(request, order_key, 503)
         if status.state == pb.ORDER_STATE_PLACED:
             return await self._confirmation(
@@ -319,27 +339,33 @@ class Pages:
         return PlainTextResponse("ok")
 
 
-def _order_refused(reason: str) -> PageError:
-    """The 422 page for an order checkout refused: a declined card, or e.g. an empty cart."""
-    if reason.startswith(PAYMENT_DECLINED):
+def _order_refused(failure: Failure) -> PageError:
+    """The 422 page for an order checkout refused: a declined card (its reason), or e.g. an empty cart.
+
+    The problem shown is what checkout says the shopper may be told, else its message for the caller.
+    """
+    said = failure.public_message or failure.detail
+    if failure.reason == Reason.PAYMENT_DECLINED:
         hint = "Your cart is unchanged. Check the card details, or use another card."
-        return PageError(422, "Payment declined", hint, [Problem("payment", reason)])
+        return PageError(422, "Payment declined", hint, [Problem("payment", said)])
     hint = "The order was not placed and nothing was charged."
-    return PageError(422, "Cannot place the order", hint, [Problem("order", reason)])
+    return PageError(422, "Cannot place the order", hint, [Problem("order", said)])
 
 
-def _outcome_unknown(exc: ShopError) -> bool:
+def _outcome_unknown(failure: Failure) -> bool:
     """Whether a failed PlaceOrder may still have placed the order.
 
-    Checkout answered with a failure (it names itself in its trailers) or the call never left this
-    process (breaker open, no instance): the order was not placed. No answer in time, the call cut on
-    the way, or the order still in progress (ABORTED): it may have been.
+    Checkout answered with a failure (it names itself in its trailers): the order was not placed. No
+    answer in time, the call cut on the way, or the order still in progress (ABORTED): it may have been.
+    (A call the mesh never sent is told apart before: see `Pages.checkout`.)
     """
-    if exc.status is None:  # refused by the mesh before anything was sent
-        return False
-    if exc.status in (grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+    if failure.code in (
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+    ):
         return True
-    return not exc.answered
+    return not failure.answered
 
 
 def _unknown_order() -> PageError:

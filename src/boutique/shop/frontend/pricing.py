@@ -37,9 +37,14 @@ async def convert_all(client: CurrencyClient, amounts: Sequence[pb.Money], code:
         if not isinstance(failure, ShopError):
             raise failure
     if failures or any(r.currency_code != code for r in results if isinstance(r, pb.Money)):
+        first = failures[0] if failures and isinstance(failures[0], ShopError) else None
         log.warning(
             "currency conversion failed, showing USD",
-            extra={"to_currency": code, "error": str(failures[0]) if failures else "wrong currency returned"},
+            extra={
+                "to_currency": code,
+                "error": str(first) if first else "wrong currency returned",
+                **(first.failure.log_fields() if first else {}),
+            },
         )
         note = f"Prices are shown in USD: conversion to {code} is not available right now."
         return Prices(list(amounts), BASE_CURRENCY, note)

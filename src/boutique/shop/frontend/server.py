@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from boutique.asgi_server import bind, make_server, wait_started
-from boutique.mesh import ProcessInfo, env_duration
+from boutique.mesh import ProcessInfo
 from boutique.mesh.presence import Presence
 from boutique.mesh.runtime import Mesh
 from boutique.shop.frontend.app import create_app
 from boutique.shop.frontend.clients import FrontendClients
 from boutique.shop.frontend.settings import FrontendSettings
+from boutique.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +28,14 @@ async def serve() -> None:
         raise
     server = make_server(create_app(clients, settings))
     presence = Presence(ProcessInfo.from_env("frontend", settings.port), Mesh.default())
-    loop = asyncio.get_running_loop()
+    drain_delay = presence.settings.process.drain_delay  # BOUTIQUE_DRAIN_DELAY
 
     leaving: list[asyncio.Task[None]] = []
 
     async def leave() -> None:
         """Deregister first so callers move away, wait the drain delay, then stop taking requests."""
         await presence.withdraw()
-        await asyncio.sleep(env_duration("BOUTIQUE_DRAIN_DELAY", 0.3))
+        await asyncio.sleep(0.3 if drain_delay is None else drain_delay)
         server.should_exit = True
 
     def stop() -> None:
@@ -45,8 +45,7 @@ async def serve() -> None:
             return
         leaving.append(asyncio.create_task(leave()))
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop)
+    undo = stop_on_signals(asyncio.get_running_loop(), stop)
     host, port = sock.getsockname()[:2]
     log.info("serving", extra={"address": f"{host}:{port}"})
     await presence.start_status()
@@ -57,8 +56,7 @@ async def serve() -> None:
         await asyncio.shield(serving)
     finally:
         await presence.withdraw()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        undo()
         sock.close()
         await clients.close()
         await presence.close()

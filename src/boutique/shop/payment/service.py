@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 
 from boutique.mesh import deadline
 from boutique.shop import money
-from boutique.shop.errors import FailedPrecondition, InvalidArgument
+from boutique.shop.errors import FailedPrecondition, InvalidArgument, Reason
 from boutique.shop.payment.store import ChargeLedger
 from boutique.shop.proto import demo_pb2 as pb
 
@@ -85,15 +85,24 @@ def card_type(digits: str) -> str:
     return UNKNOWN
 
 
+def _card_problem(reason: Reason, message: str) -> InvalidArgument:
+    """A card the shopper must fix; the message (which never quotes the number) may be shown to them."""
+    return InvalidArgument(message, reason=reason, public_message=message)
+
+
 def card_digits(number: str) -> str:
     """The number without spaces and dashes; InvalidArgument unless it is then 1..19 digits."""
     digits = _SEPARATORS.sub("", number)
     if not digits:
-        raise InvalidArgument("credit card number is empty")
+        raise _card_problem(Reason.CARD_NUMBER_INVALID, "credit card number is empty")
     if not digits.isascii() or not digits.isdigit():
-        raise InvalidArgument("credit card number may hold only digits, spaces and dashes")
+        raise _card_problem(
+            Reason.CARD_NUMBER_INVALID, "credit card number may hold only digits, spaces and dashes"
+        )
     if len(digits) > MAX_NUMBER_LENGTH:
-        raise InvalidArgument(f"credit card number longer than {MAX_NUMBER_LENGTH} digits")
+        raise _card_problem(
+            Reason.CARD_NUMBER_INVALID, f"credit card number longer than {MAX_NUMBER_LENGTH} digits"
+        )
     return digits
 
 
@@ -101,26 +110,39 @@ def check_card(card: Card, today: date) -> tuple[str, str]:
     """Validate the card; returns its brand and digits, or raises InvalidArgument saying what to fix."""
     digits = card_digits(card.number)
     if not luhn_valid(digits):
-        raise InvalidArgument("credit card number is not valid (Luhn check failed): check for typos")
+        raise _card_problem(
+            Reason.CARD_NUMBER_INVALID, "credit card number is not valid (Luhn check failed): check for typos"
+        )
     brand = card_type(digits)
     if brand == UNKNOWN:
-        raise InvalidArgument("unknown card type: only VISA and Mastercard are accepted")
+        raise _card_problem(
+            Reason.CARD_TYPE_NOT_ACCEPTED, "unknown card type: only VISA and Mastercard are accepted"
+        )
     if brand not in ACCEPTED_LENGTHS:
-        raise InvalidArgument(f"{brand} cards are not accepted: only VISA and Mastercard")
+        raise _card_problem(
+            Reason.CARD_TYPE_NOT_ACCEPTED, f"{brand} cards are not accepted: only VISA and Mastercard"
+        )
     lengths = ACCEPTED_LENGTHS[brand]
     if len(digits) not in lengths:
         allowed = " or ".join(str(n) for n in lengths)
-        raise InvalidArgument(f"{brand} card numbers have {allowed} digits, not {len(digits)}")
+        raise _card_problem(
+            Reason.CARD_NUMBER_INVALID, f"{brand} card numbers have {allowed} digits, not {len(digits)}"
+        )
     if not 1 <= card.expiration_month <= 12:
-        raise InvalidArgument(f"expiration month {card.expiration_month} must be 1 to 12")
+        raise _card_problem(
+            Reason.CARD_EXPIRATION_INVALID, f"expiration month {card.expiration_month} must be 1 to 12"
+        )
     if not 1000 <= card.expiration_year <= 9999:
-        raise InvalidArgument(
-            f"expiration year {card.expiration_year} must have four digits, like {today.year + 1}"
+        raise _card_problem(
+            Reason.CARD_EXPIRATION_INVALID,
+            f"expiration year {card.expiration_year} must have four digits, like {today.year + 1}",
         )
     if card.expiration_year * 12 + card.expiration_month < today.year * 12 + today.month:
-        raise InvalidArgument(f"card expired {card.expiration_month:02d}/{card.expiration_year}")
+        raise _card_problem(
+            Reason.CARD_EXPIRED, f"card expired {card.expiration_month:02d}/{card.expiration_year}"
+        )
     if not 0 <= card.cvv <= MAX_CVV:
-        raise InvalidArgument(f"CVV must be 0 to {MAX_CVV}")
+        raise _card_problem(Reason.CARD_CVV_INVALID, f"CVV must be 0 to {MAX_CVV}")
     return brand, digits
 
 
@@ -166,7 +188,7 @@ class PaymentService:
             if idempotency_key is not None:
                 check_idempotency_key(idempotency_key)
         except InvalidArgument as exc:
-            log.info("charge declined", extra={"reason": str(exc)})
+            log.info("charge declined", extra={"reason": exc.reason, "error": str(exc)})
             raise
         fingerprint = f"{amount.currency_code}:{amount.units}:{amount.nanos}:{brand}:{digits[-4:]}"
         transaction_id = str(uuid.uuid4())

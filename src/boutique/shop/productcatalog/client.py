@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from boutique.shop.productcatalog.service import load_products
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.proto import demo_pb2_grpc as pb_grpc
 from boutique.shop.rpc import ShopClient
+
+
+def shipped_product_ids() -> frozenset[str]:
+    """The ids of the catalog shipped with the shop (what `productcatalog` serves), for start-up checks."""
+    return frozenset(product.id for product in load_products())
 
 
 class CatalogClient(ShopClient):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 
-from boutique.shop.errors import InvalidArgument, NotFound
+from boutique.shop.errors import InvalidArgument, NotFound, Reason
 
 MAX_QUERY_LENGTH = 256
 
@@ -66,7 +66,11 @@ class CatalogService:
         try:
             return self._by_id[product_id]
         except KeyError:
-            raise NotFound(f"no product with id {product_id!r}") from None
+            raise NotFound(
+                f"no product with id {product_id!r}",
+                reason=Reason.UNKNOWN_PRODUCT,
+                public_message="that product is not in the catalog",
+            ) from None
 
     async def search(self, query: str) -> list[Product]:
         """Products whose name or description contains the query, ignoring case."""

@@ -1,0 +1,348 @@
+"""Every setting of a mesh process, read from the environment once, where the process starts.
+
+`MeshSettings.from_env()` is the one place the mesh reads its variables; each part of the process is
+handed the piece it needs: the process's identity, its status endpoints, discovery, tracing and span
+export, the concurrency limiter. A bad value stops the start with one line naming the variable, e.g.
+"PORT must be an integer port 0..65535, got 'abc'". `boutique serve` reads the settings once and
+installs them (`MeshSettings.install`); a part built without settings handed to it takes the installed
+ones, or, in a process that installed none (a test, a program using the mesh as a library), reads the
+environment as it is at that moment. The OpenTelemetry SDK still reads the standard variables it owns
+(OTEL_TRACES_SAMPLER[_ARG], OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME) itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import unquote, urlparse
+
+from boutique.mesh.export_queue import QueueSettings
+from boutique.mesh.otlp_send import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT, HTTP_TRACES_PATH, OtlpTarget
+from boutique.mesh.resilience.limiter import MODES, LimiterSettings
+
+DISCOVERY_BACKENDS = ("registry", "etcd", "dns", "static")
+DEFAULT_REGISTRY_URL = "http://127.0.0.1:7600"
+DEFAULT_ETCD_ENDPOINTS = ("http://127.0.0.1:2379",)
+ADDRESS_SUFFIX = "_ADDR"  # PRODUCT_CATALOG_SERVICE_ADDR, CART_SERVICE_ADDR, ...: pin a dependency
+EXPORTERS = ("otlp", "console", "none")
+PROTOCOLS = ("grpc", "http/protobuf")
+COMPRESSIONS = ("gzip", "none")
+DEFAULT_TARGET = OtlpTarget("grpc", DEFAULT_GRPC_ENDPOINT)
+DEFAULT_QUEUE = QueueSettings()
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_LIMITER_ALIASES = {"true": "on", "1": "on", "adaptive": "on", "false": "off", "0": "off"}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class SettingsError(ValueError):
+    """A variable with a value the mesh cannot use; the message names the variable and the value."""
+
+
+def parse_duration(text: str) -> float:
+    """Parse '250ms', '1.5s', '2m' or a bare number of seconds into seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 200ms, 1.5s, 2m)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+class _Environment:
+    """Typed reads of one environment mapping; unset and empty are the same, a bad value is an error."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def text(self, name: str, default: str = "") -> str:
+        """The stripped value, or `default` when unset or empty."""
+        return self.environ.get(name, "").strip() or default
+
+    def pick(self, specific: str, generic: str) -> str:
+        """The name of the signal-specific variable when it is set, else the generic one's."""
+        return specific if self.text(specific) else generic
+
+    def whole(self, name: str, default: int, minimum: int = 0) -> int:
+        """A whole number of at least `minimum`."""
+        text = self.text(name)
+        if not text:
+            return default
+        what = "a whole number" if minimum <= 0 else f"a whole number of at least {minimum}"
+        try:
+            value = int(text)
+        except ValueError:
+            raise SettingsError(f"{name} must be {what}, got {text!r}") from None
+        if value < minimum:
+            raise SettingsError(f"{name} must be {what}, got {text!r}")
+        return value
+
+    def port(self, name: str) -> int | None:
+        """A TCP port (0 = any free one); None when unset."""
+        text = self.text(name)
+        if not text:
+            return None
+        if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+            raise SettingsError(f"{name} must be an integer port 0..65535, got {text!r}")
+        return int(text)
+
+    def duration(self, name: str, default: float | None) -> float | None:
+        """A duration such as 250ms, 1.5s or 2m (a bare number is seconds)."""
+        text = self.text(name)
+        if not text:
+            return default
+        try:
+            return parse_duration(text)
+        except ValueError:
+            raise SettingsError(
+                f"{name} must be a duration such as 250ms, 1.5s or 2m, got {text!r}"
+            ) from None
+
+    def seconds(self, name: str, default: float) -> float:
+        """A duration that is never unset."""
+        value = self.duration(name, default)
+        return default if value is None else value
+
+    def flag(self, name: str, default: bool) -> bool:
+        """A boolean: true/false, 1/0, yes/no or on/off."""
+        text = self.text(name).lower()
+        if not text:
+            return default
+        if text not in _TRUE + _FALSE:
+            raise SettingsError(f"{name} must be true or false (or 1/0, yes/no, on/off), got {text!r}")
+        return text in _TRUE
+
+    def choice(
+        self, name: str, choices: tuple[str, ...], default: str, aliases: Mapping[str, str] | None = None
+    ) -> str:
+        """One of `choices` (case-insensitive; `aliases` map other spellings onto them)."""
+        text = self.text(name).lower()
+        if not text:
+            return default
+        value = (aliases or {}).get(text, text)
+        if value not in choices:
+            raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {text!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """Who the process is and where it listens (BOUTIQUE_SERVICE, BOUTIQUE_INSTANCE_ID, BIND_HOST, PORT)."""
+
+    service: str = ""  # BOUTIQUE_SERVICE, else OTEL_SERVICE_NAME: the caller its dependencies see
+    instance_id: str = ""  # BOUTIQUE_INSTANCE_ID; empty: a fresh one is made
+    host: str = "127.0.0.1"
+    port: int | None = None  # None: the service's own default
+    drain_delay: float | None = None  # BOUTIQUE_DRAIN_DELAY; None: the server's own default
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """The status endpoints on the metrics port (BOUTIQUE_METRICS, METRICS_HOST, METRICS_PORT, token)."""
+
+    enabled: bool = True  # BOUTIQUE_METRICS=off turns them off
+    host: str | None = None  # None: the process's BIND_HOST
+    port: int = 0  # 0: any free port (registered in discovery)
+    token: str | None = None  # BOUTIQUE_STATUS_TOKEN, needed off loopback
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """Where dependencies are found and this process is announced (BOUTIQUE_DISCOVERY and its backend's)."""
+
+    backend: str = "registry"
+    registry_url: str = DEFAULT_REGISTRY_URL
+    registry_token: str | None = None
+    etcd_endpoints: tuple[str, ...] = DEFAULT_ETCD_ENDPOINTS
+    dns_suffix: str = ""
+    dns_port: int | None = None
+    ttl: float = 10.0  # BOUTIQUE_REGISTRY_TTL: the lease of this process's registration
+    addresses: tuple[tuple[str, str], ...] = ()  # every set *_ADDR variable, as (name, value)
+
+    def address(self, variable: str) -> str:
+        """The value of an address variable such as CART_SERVICE_ADDR ('' when unset)."""
+        if not variable.endswith(ADDRESS_SUFFIX):
+            raise ValueError(f"address variables end in {ADDRESS_SUFFIX}, got {variable!r}")
+        return dict(self.addresses).get(variable, "")
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    """How spans are made and where they go: the OTEL_* variables and the sending queue's BOUTIQUE_EXPORT_*."""
+
+    disabled: bool = False  # OTEL_SDK_DISABLED
+    exporter: str = "otlp"  # OTEL_TRACES_EXPORTER
+    target: OtlpTarget = DEFAULT_TARGET
+    queue: QueueSettings = DEFAULT_QUEUE
+    spool_dir: Path | None = None  # BOUTIQUE_EXPORT_SPOOL_DIR
+    propagators: str = ""  # OTEL_PROPAGATORS as given (empty: tracecontext,baggage)
+    environment: str = "local"  # BOUTIQUE_ENVIRONMENT: deployment.environment
+    service_name: str = ""  # OTEL_SERVICE_NAME (the SDK puts it in the resource itself)
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """The settings of one mesh process, in parts; `from_env` reads them all."""
+
+    process: ProcessSettings = field(default_factory=ProcessSettings)
+    status: StatusSettings = field(default_factory=StatusSettings)
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
+    limiter: LimiterSettings = field(default_factory=LimiterSettings)
+
+    _installed: ClassVar[MeshSettings | None] = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MeshSettings:
+        """Read every variable of the mesh from `environ` (default the process environment) once."""
+        env = _Environment(os.environ if environ is None else environ)
+        return cls(
+            process=_process(env),
+            status=_status(env),
+            discovery=_discovery(env),
+            tracing=_tracing(env),
+            limiter=_limiter(env),
+        )
+
+    @classmethod
+    def install(cls, settings: MeshSettings | None) -> None:
+        """Make `settings` the process's own, for every part built without settings of its own (None: none)."""
+        cls._installed = settings
+
+    @classmethod
+    def current(cls) -> MeshSettings:
+        """The installed settings, else the environment read now (a process that installed none)."""
+        return cls._installed if cls._installed is not None else cls.from_env()
+
+    def for_process(self, service: str, instance_id: str) -> MeshSettings:
+        """These settings naming the process: its service and its instance id, fixed for its lifetime."""
+        return replace(self, process=replace(self.process, service=service, instance_id=instance_id))
+
+
+def env_duration(name: str, default: float = 0.0, environ: Mapping[str, str] | None = None) -> float:
+    """A duration variable outside the mesh's own (e.g. a service's EXTRA_LATENCY), checked the same way."""
+    return _Environment(os.environ if environ is None else environ).seconds(name, default)
+
+
+def _process(env: _Environment) -> ProcessSettings:
+    return ProcessSettings(
+        service=env.text("BOUTIQUE_SERVICE") or env.text("OTEL_SERVICE_NAME"),
+        instance_id=env.text("BOUTIQUE_INSTANCE_ID"),
+        host=env.text("BIND_HOST", "127.0.0.1"),
+        port=env.port("PORT"),
+        drain_delay=env.duration("BOUTIQUE_DRAIN_DELAY", None),
+    )
+
+
+def _status(env: _Environment) -> StatusSettings:
+    return StatusSettings(
+        enabled=env.flag("BOUTIQUE_METRICS", True),
+        host=env.text("METRICS_HOST") or None,
+        port=env.port("METRICS_PORT") or 0,
+        token=env.text("BOUTIQUE_STATUS_TOKEN") or None,
+    )
+
+
+def _discovery(env: _Environment) -> DiscoverySettings:
+    endpoints = env.text("BOUTIQUE_ETCD_ENDPOINTS")
+    listed = tuple(part.strip().rstrip("/") for part in endpoints.split(",") if part.strip())
+    addresses = sorted(
+        (name, value.strip())
+        for name, value in env.environ.items()
+        if name.endswith(ADDRESS_SUFFIX) and value.strip()
+    )
+    return DiscoverySettings(
+        backend=env.choice("BOUTIQUE_DISCOVERY", DISCOVERY_BACKENDS, "registry"),
+        registry_url=env.text("BOUTIQUE_REGISTRY_URL", DEFAULT_REGISTRY_URL),
+        registry_token=env.text("BOUTIQUE_REGISTRY_TOKEN") or None,
+        etcd_endpoints=listed or DEFAULT_ETCD_ENDPOINTS,
+        dns_suffix=env.text("BOUTIQUE_DNS_SUFFIX"),
+        dns_port=env.port("BOUTIQUE_DNS_PORT"),
+        ttl=env.seconds("BOUTIQUE_REGISTRY_TTL", 10.0),
+        addresses=tuple(addresses),
+    )
+
+
+def _limiter(env: _Environment) -> LimiterSettings:
+    default = LimiterSettings()
+    mode = env.choice("BOUTIQUE_LIMITER", MODES, default.mode, _LIMITER_ALIASES)
+    initial = env.whole("BOUTIQUE_LIMITER_INITIAL", default.initial)
+    min_limit = env.whole("BOUTIQUE_LIMITER_MIN", default.min_limit)
+    max_limit = env.whole("BOUTIQUE_LIMITER_MAX", default.max_limit)
+    try:
+        return LimiterSettings(mode=mode, initial=initial, min_limit=min_limit, max_limit=max_limit)
+    except ValueError as exc:  # bounds that do not fit together; the message names all three variables
+        raise SettingsError(str(exc)) from None
+
+
+def _tracing(env: _Environment) -> TracingSettings:
+    spool = env.text("BOUTIQUE_EXPORT_SPOOL_DIR")
+    disabled = env.flag("OTEL_SDK_DISABLED", False)
+    exporter = "none" if disabled else env.choice("OTEL_TRACES_EXPORTER", EXPORTERS, "otlp")
+    otlp = exporter == "otlp"  # the export variables are read (and checked) only when spans go by OTLP
+    return TracingSettings(
+        disabled=disabled,
+        exporter=exporter,
+        target=_otlp_target(env) if otlp else DEFAULT_TARGET,
+        queue=_queue(env) if otlp else DEFAULT_QUEUE,
+        spool_dir=Path(spool) if spool else None,
+        propagators=env.text("OTEL_PROPAGATORS"),
+        environment=env.text("BOUTIQUE_ENVIRONMENT", "local"),
+        service_name=env.text("OTEL_SERVICE_NAME"),
+    )
+
+
+def _queue(env: _Environment) -> QueueSettings:
+    default = DEFAULT_QUEUE
+    return QueueSettings(
+        max_spans=env.whole("BOUTIQUE_EXPORT_QUEUE_SPANS", default.max_spans, minimum=1),
+        max_bytes=env.whole("BOUTIQUE_EXPORT_QUEUE_BYTES", default.max_bytes, minimum=1),
+        batch_spans=env.whole("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", default.batch_spans, minimum=1),
+        schedule_delay=env.whole("OTEL_BSP_SCHEDULE_DELAY", 5000, minimum=1) / 1000,
+        retry_max=env.seconds("BOUTIQUE_EXPORT_RETRY_MAX", default.retry_max),
+        shutdown_timeout=env.seconds("BOUTIQUE_EXPORT_SHUTDOWN_TIMEOUT", default.shutdown_timeout),
+    )
+
+
+def _otlp_target(env: _Environment) -> OtlpTarget:
+    """The trace target from OTEL_EXPORTER_OTLP_* (each TRACES_ variant wins over its generic one)."""
+
+    def either(suffix: str) -> str:
+        return env.pick(f"OTEL_EXPORTER_OTLP_TRACES_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}")
+
+    protocol = env.choice(either("PROTOCOL"), PROTOCOLS, "grpc")
+    specific, generic = (
+        env.text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        env.text("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
+    if protocol == "grpc":
+        endpoint = specific or generic or DEFAULT_GRPC_ENDPOINT
+    elif specific:
+        endpoint = specific  # used as given, path included
+    else:
+        endpoint = (generic or DEFAULT_HTTP_ENDPOINT).rstrip("/") + HTTP_TRACES_PATH
+    return OtlpTarget(
+        protocol=protocol,
+        endpoint=endpoint,
+        headers=_headers(env.text(either("HEADERS"))),
+        timeout=env.seconds(either("TIMEOUT"), 10.0),
+        gzip=env.choice(either("COMPRESSION"), COMPRESSIONS, "none") == "gzip",
+        insecure=env.flag(either("INSECURE"), urlparse(endpoint).scheme != "https"),
+        certificate=env.text(either("CERTIFICATE")) or None,
+        client_key=env.text(either("CLIENT_KEY")) or None,
+        client_certificate=env.text(either("CLIENT_CERTIFICATE")) or None,
+    )
+
+
+def _headers(text: str) -> tuple[tuple[str, str], ...]:
+    """`key=value,key2=value2` (values URL-encoded) as header pairs; keys lower-cased for gRPC."""
+    pairs = []
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            pairs.append((unquote(key.strip()).lower(), unquote(value.strip())))
+    return tuple(pairs)
