@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY, generate_latest
 
-from boutique.mesh.export_queue import QueueSettings, SendingQueue
+from boutique.mesh.export_queue import QueueSettings, SendingQueue, _Request
 from boutique.mesh.otlp_send import GRPC_EXPORT_METHOD, OtlpTarget
 from boutique.mesh.settings import MeshSettings
 from boutique.run.ports import free_port
@@ -141,6 +141,19 @@ def test_a_full_queue_drops_the_oldest_spans_and_counts_them(backend: GrpcBacken
     assert delivered == names[-len(delivered) :]  # the newest kept, in order
     metrics = generate_latest(REGISTRY).decode()
     assert 'boutique_telemetry_spans_dropped_total{reason="queue_full"}' in metrics
+    provider.shutdown()
+
+
+def test_spans_that_arrive_while_a_batch_is_encoded_keep_the_span_bound(backend: GrpcBackend) -> None:
+    """A request enqueued after new spans filled the queue during its encoding goes: it is the oldest."""
+    settings = QueueSettings(max_spans=100, batch_spans=1000, schedule_delay=60.0)  # the sender stays idle
+    queue = grpc_queue(backend.port, settings)
+    provider = emit(queue, [f"new-{i}" for i in range(98)])  # arrived while an older batch was encoded
+    older = _Request(b"x" * 10, spans=20)
+    with queue._cond:  # the sender's step after encoding, made here at the moment that matters
+        queue._enqueue(older)
+    assert queue.queued_spans == 98, "the span bound was overrun"
+    assert queue.counts.dropped_full == 20
     provider.shutdown()
 
 

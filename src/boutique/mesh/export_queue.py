@@ -169,6 +169,10 @@ class SendingQueue(SpanProcessor):
         with self._cond:
             return self._queued_bytes + self._in_flight_bytes()
 
+    def _sending(self) -> bool:
+        """Whether a request is being sent and still counted (not yet given up to make room)."""
+        return self._in_flight is not None and not self._in_flight_dropped
+
     def _in_flight_bytes(self) -> int:
         return len(self._in_flight.payload) if self._in_flight and not self._in_flight_dropped else 0
 
@@ -212,11 +216,13 @@ class SendingQueue(SpanProcessor):
             self._requests.appendleft(request)
             return
         self._requests.append(request)
+        # Over the byte bound, the newest request may stay alone (one request above it at most). Over the
+        # span bound, it goes too: raw spans that arrived while it was being encoded are newer than it.
         while (
             self._queued_bytes + self._in_flight_bytes() > self.settings.max_bytes
-            or (self._pending() > self.settings.max_spans)
-        ) and (len(self._requests) > 1 or (self._in_flight is not None and not self._in_flight_dropped)):
-            if self._in_flight is not None and not self._in_flight_dropped:
+            and (len(self._requests) > 1 or self._sending())
+        ) or (self._pending() > self.settings.max_spans and (self._requests or self._sending())):
+            if self._sending():
                 self._in_flight_dropped = True
             else:
                 self._forget(self._requests.popleft(), "full")
