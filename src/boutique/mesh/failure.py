@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyMessage
-from google.protobuf.message import DecodeError
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError, Message
 from google.rpc.error_details_pb2 import ErrorInfo, LocalizedMessage, RetryInfo
 from google.rpc.status_pb2 import Status
 from opentelemetry import trace
@@ -160,10 +161,16 @@ def _status(raw: bytes) -> Status:
         return Status()
 
 
-def status_details(code: grpc.StatusCode, message: str, failure: Failure) -> bytes:
+def status_details(
+    code: grpc.StatusCode, message: str, failure: Failure, retry_after: float | None = None
+) -> bytes:
     """A serialized google.rpc.Status for `grpc-status-details-bin`: the failure's reason as an
-    ErrorInfo (domain "boutique") and its public message as a LocalizedMessage, each when present."""
+    ErrorInfo (domain "boutique"), its public message as a LocalizedMessage, each when present, and a
+    RetryInfo when the caller should wait `retry_after` seconds before trying again."""
     details = []
+    if retry_after is not None:
+        delay = Duration(seconds=int(retry_after), nanos=int(retry_after % 1 * 1e9))
+        details.append(_packed(RetryInfo(retry_delay=delay)))
     if failure.reason:
         info = ErrorInfo(reason=failure.reason, domain=DOMAIN, metadata=dict(failure.metadata))
         details.append(_packed(info))
@@ -172,7 +179,7 @@ def status_details(code: grpc.StatusCode, message: str, failure: Failure) -> byt
     return Status(code=code.value[0], message=message, details=details).SerializeToString()
 
 
-def _packed(detail: ErrorInfo | LocalizedMessage) -> AnyMessage:
+def _packed(detail: Message) -> AnyMessage:
     """The detail packed in a google.protobuf.Any."""
     packed = AnyMessage()
     packed.Pack(detail)

@@ -11,19 +11,15 @@ from typing import Any
 
 import grpc
 from google.protobuf import message_factory
-from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
-from google.rpc.error_details_pb2 import RetryInfo
-from google.rpc.status_pb2 import Status
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import propagate, trace
 
 from boutique.mesh.config import ProcessInfo
 from boutique.mesh.deadline import deadline_in, from_metadata
 from boutique.mesh.errors import SERVED_BY, SHED
-from boutique.mesh.failure import error_trailers
+from boutique.mesh.failure import Failure, error_trailers, status_details
 from boutique.mesh.metrics import LIMITER_STATS, SERVER_STATS
 from boutique.mesh.presence import Presence
 from boutique.mesh.resilience.limiter import ConcurrencyLimiter, LimiterSettings
@@ -193,10 +189,7 @@ async def _shed(
         f"{service} is at its concurrency limit ({limiter.current_limit} calls in flight): call shed "
         f"unprocessed; retry on another instance or after {delay * 1000:.0f} ms"
     )
-    retry = RetryInfo(retry_delay=Duration(seconds=int(delay), nanos=int(delay % 1 * 1e9)))
-    detail = AnyMessage()
-    detail.Pack(retry)
-    details = Status(code=code.value[0], message=message, details=[detail]).SerializeToString()
+    details = status_details(code, message, Failure(code=code, retryable=True), retry_after=delay)
     trailers = (
         *served_by,
         (SHED, "concurrency-limit"),

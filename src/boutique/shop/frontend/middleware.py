@@ -11,12 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from boutique.mesh import errors
 from boutique.mesh.resilience.limiter import ConcurrencyLimiter
 
 log = logging.getLogger(__name__)
 
 SERVED_BY = b"x-served-by"
-SHED = b"x-boutique-shed"  # marks a response refused by the concurrency limiter, before any work
+SHED = errors.SHED.encode()  # marks a response refused by the concurrency limiter, before any work
 NEVER_SHED = ("/_healthz", "/static/")  # probes, and the cheap assets of pages already admitted
 BUSY_PAGE = (
     b"<!doctype html><html lang=en><meta charset=utf-8><title>Busy - Boutique</title>"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from boutique.mesh import errors
+
 SHED = "SHED"  # the request type shed answers are counted under, apart from successes and failures
-SHED_MARKER = "x-boutique-shed"  # header the frontend's concurrency limiter puts on a shed answer
+SHED_MARKER = errors.SHED  # header the frontend's concurrency limiter puts on a shed answer
 MAX_RETRY_AFTER = 30.0  # seconds; a longer Retry-After is capped
 
 
