@@ -7,7 +7,10 @@ no OpenTelemetry SDK, so tracing is off), sequentially and (c) with `--concurren
 Both clients use the same channel options, the same request and the same deadline; batches alternate
 A B, B A, … so drift hits both alike. Also printed: (d) the mesh bookkeeping alone, with a transport
 that answers at once, and (e) a control that runs that bookkeeping before a bare call. The ratio is mesh/bare of the mean time per call (target <= 1.05).
-Usage: python benchmarks/mesh_overhead.py [--calls 20000] [--rounds 400] [--concurrency 16] [--profile]
+Both processes evaluate the shipped flag file, as under `boutique up` (`--no-flags`: none). (f) times one
+evaluation of the mesh fault flags, and the fast path that skips it while the flags are off; (g) puts the
+mesh call with its fast path side by side with the same call plus the evaluation it skips.
+Usage: python benchmarks/mesh_overhead.py [--calls 20000] [--rounds 400] [--concurrency 16] [--profile] [--no-flags]
 """
 
 from __future__ import annotations
@@ -33,9 +36,13 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from boutique.flags import FlagFile
 from boutique.mesh.dependency import CallPolicy
 from boutique.mesh.discovery.static import StaticResolver
+from boutique.mesh.faults import CALL_FAULT, GRAY_REPLICA, armed, call_fault
+from boutique.mesh.flags import flags, install_flags
 from boutique.mesh.grpc_client import CHANNEL_OPTIONS, GrpcDependency, status_of
+from boutique.mesh.settings import FlagSettings
 from boutique.run.ports import free_port
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.proto import demo_pb2_grpc as pb_grpc
@@ -173,12 +180,14 @@ async def interleaved(modes: dict[str, Call], rounds: int, per_round: int, run: 
     return results
 
 
-def report(title: str, results: dict[str, Samples], wall: bool = False) -> tuple[float, float]:
-    """Print one table; return mesh/bare of the mean time per call and the median of the paired rounds.
+def report(
+    title: str, results: dict[str, Samples], wall: bool = False, base: str = "bare", other: str = "mesh"
+) -> tuple[float, float]:
+    """Print one table; return other/base of the mean time per call and the median of the paired rounds.
 
-    The first is the ratio of the means (latency, or wall time when `wall`); the second pairs each mesh
-    round with the bare round next to it, so a burst of noise on this shared machine moves one pair, not
-    the answer.
+    The first is the ratio of the means (latency, or wall time when `wall`); the second pairs each
+    `other` round with the `base` round next to it, so a burst of noise on this shared machine moves one
+    pair, not the answer.
     """
     print(title)
     for name, samples in results.items():
@@ -189,18 +198,18 @@ def report(title: str, results: dict[str, Samples], wall: bool = False) -> tuple
         if wall:
             line += f"  {1e6 / samples.wall_us():,.0f} calls/s ({samples.wall_us():.1f} µs/call)"
         print(line)
-    bare, mesh = results["bare"], results["mesh"]
+    bare, mesh = results[base], results[other]
     ours, theirs = (mesh.wall_us(), bare.wall_us()) if wall else (mesh.mean_us(), bare.mean_us())
     what = "wall time per call" if wall else "mean latency"
     paired = sorted(m / b for m, b in zip(mesh.round_means, bare.round_means, strict=True))
     quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else [paired[0]] * 3
     print(
-        f"  mesh/bare: {what} {ours / theirs:.3f} ({ours - theirs:+.1f} µs),"
+        f"  {other}/{base}: {what} {ours / theirs:.3f} ({ours - theirs:+.1f} µs),"
         f" p50 {mesh.pct_us(50) / bare.pct_us(50):.3f},"
         f" client CPU {mesh.cpu_us() / bare.cpu_us():.3f} ({mesh.cpu_us() - bare.cpu_us():+.1f} µs)"
     )
     print(
-        f"  paired rounds: median mesh/bare {quartiles[1]:.3f}"
+        f"  paired rounds: median {other}/{base} {quartiles[1]:.3f}"
         f" (interquartile {quartiles[0]:.3f}-{quartiles[2]:.3f}, {len(paired)} rounds)"
     )
     return ours / theirs, quartiles[1]
@@ -238,6 +247,36 @@ async def bookkeeping_then_bare(
     modes: dict[str, Call] = {"bare": lambda: stub.GetProduct(request, timeout=TIMEOUT), "control": control}
     results = await interleaved(modes, rounds, per_round, sequential)
     return results["control"].mean_us() / results["bare"].mean_us()
+
+
+def timed_us(work: Callable[[], Any], count: int) -> float:
+    """µs per run of `work`, the mean of `count` runs after as many to warm up."""
+    for _ in range(count):
+        work()
+    began = time.perf_counter_ns()
+    for _ in range(count):
+        work()
+    return (time.perf_counter_ns() - began) / count / 1000
+
+
+def flag_costs(dependency: GrpcDependency, count: int) -> dict[str, float]:
+    """µs per call of: the fast path while the fault flags are off, and one evaluation of each flag."""
+    caller, callee = dependency.caller, dependency.name
+
+    def fast_path() -> Any:
+        return call_fault(caller, callee, "GetProduct", dependency.injected_error)
+
+    def client_evaluation() -> Any:
+        return flags().object(CALL_FAULT, caller=caller, callee=callee, method="GetProduct")
+
+    def server_evaluation() -> Any:
+        return flags().number(GRAY_REPLICA)
+
+    return {
+        "fast path (flags off)": timed_us(fast_path, count),
+        f"{CALL_FAULT} evaluation (client, per call)": timed_us(client_evaluation, count),
+        f"{GRAY_REPLICA} evaluation (server, per call)": timed_us(server_evaluation, count),
+    }
 
 
 async def profile(dependency: GrpcDependency, request: pb.GetProductRequest, count: int) -> str:
@@ -296,6 +335,8 @@ async def measure(address: str, args: argparse.Namespace) -> None:
             f"(e) control: the same bookkeeping run before a bare call, not around it: {control:.3f} of bare"
             " (close to (b) means the cost is the Python run between network waits, not the wrapping)"
         )
+        if args.flags:
+            await flag_overhead(dependency, request, stub, args, per_round)
         print(
             f"ratio mesh/bare (median of paired rounds): sequential {seq[1]:.3f},"
             f" concurrency {args.concurrency} {conc[1]:.3f}"
@@ -309,11 +350,51 @@ async def measure(address: str, args: argparse.Namespace) -> None:
         await channel.close()
 
 
+async def flag_overhead(
+    dependency: GrpcDependency,
+    request: pb.GetProductRequest,
+    stub: Any,
+    args: argparse.Namespace,
+    per_round: int,
+) -> None:
+    """(f) what one evaluation of the fault flags costs, against a bare call; (g) the mesh call with its
+    fast path beside the same call plus the evaluation the fast path skips."""
+    assert not armed().may_fire(CALL_FAULT), "the shipped flags inject no fault"
+    costs = flag_costs(dependency, max(5000, per_round * 20))
+    bare = Samples()
+    await sequential(lambda: stub.GetProduct(request, timeout=TIMEOUT), max(2000, per_round * 10), bare)
+    print(f"(f) flag evaluation, µs per call (a bare call here: {bare.mean_us():.1f} µs):")
+    for what, cost in costs.items():
+        print(f"  {what:<46} {cost:7.2f} µs  = {cost / bare.mean_us() * 100:5.2f} % of a bare call")
+
+    async def evaluating() -> Any:
+        flags().object(CALL_FAULT, caller=dependency.caller, callee=dependency.name, method="GetProduct")
+        return await dependency.call("GetProduct", request, idempotent=True)
+
+    modes: dict[str, Call] = {
+        "fast": lambda: dependency.call("GetProduct", request, idempotent=True),
+        "eval": evaluating,
+    }
+    report(
+        "(g) mesh call with the fast path (fast) vs evaluating the fault flag on every call (eval), sequential:",
+        await interleaved(modes, args.rounds, per_round, sequential),
+        base="fast",
+        other="eval",
+    )
+
+
 async def main_async(args: argparse.Namespace) -> None:
-    """Start the catalog, wait for SERVING, measure."""
-    with catalog_process() as (address, proc, log):
-        await wait_serving(address, proc, log)
-        await measure(address, args)
+    """Seed the shipped flag file for both processes (unless --no-flags), start the catalog, measure."""
+    with tempfile.TemporaryDirectory(prefix="mesh-overhead-") as scratch:
+        env = dict(os.environ)
+        if args.flags:
+            path = FlagFile(os.path.join(scratch, "flags.json"))
+            path.seed()
+            env["FLAGD_OFFLINE_FLAG_SOURCE_PATH"] = str(path.path)
+            install_flags(FlagSettings(source_path=str(path.path)), "bench", "bench-0")
+        with catalog_process(env) as (address, proc, log):
+            await wait_serving(address, proc, log)
+            await measure(address, args)
 
 
 def main() -> None:
@@ -330,6 +411,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2000, help="warm-up calls per mode")
     parser.add_argument("--profile", action="store_true", help="also cProfile the mesh path")
     parser.add_argument("--profile-calls", type=int, default=5000, help="calls to profile")
+    parser.add_argument(
+        "--no-flags", dest="flags", action="store_false", help="no flag file in either process (skips f, g)"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

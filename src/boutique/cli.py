@@ -12,6 +12,7 @@ from pathlib import Path
 
 from boutique import __version__
 from boutique.mesh import MeshSettings, ProcessInfo, SettingsError, configure_logging
+from boutique.mesh.flags import install_flags
 from boutique.mesh.tracing import setup_tracing
 from boutique.shop.services import SERVICES
 
@@ -36,6 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
     MeshSettings.install(settings)
     configure_logging(spec.name, info.instance_id, args.log_level)
     tracing = setup_tracing(spec.name, info.instance_id, __version__, settings.tracing)
+    install_flags(settings.flags, spec.name, info.instance_id)
     entry = spec.entry_point()
     try:
         asyncio.run(entry())
@@ -83,6 +85,7 @@ def _observatory(args: argparse.Namespace) -> int:
             retention_bytes=parse_size(args.max_size),
             memory_limit=args.memory_limit,
             registry_url=args.registry_url or os.environ.get("BOUTIQUE_REGISTRY_URL") or None,
+            flags_file=args.flags_file or ObservatoryConfig.env_flags_file(),
         )
         asyncio.run(serve(config))
     except (OSError, ValueError) as exc:
@@ -91,6 +94,13 @@ def _observatory(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _flags(args: argparse.Namespace) -> int:
+    """List, set or reset the shop's feature flags (see boutique.run.flags_command)."""
+    from boutique.run.flags_command import run_flags
+
+    return run_flags(args)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -168,6 +178,91 @@ def _prometheus_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    """Kill, stop or slow one process of a running `boutique up` (see boutique.run.chaos)."""
+    from boutique.run.chaos import run_chaos
+
+    return run_chaos(args)
+
+
+def _add_chaos_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`boutique chaos kill|stop|slow SERVICE[/INSTANCE]`."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "target",
+        metavar="SERVICE[/INSTANCE]",
+        help="a service (its first running instance), service/instance, service/index or an instance id",
+    )
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("BOUTIQUE_DATA_DIR", ".boutique")),
+        help="the data directory of the running `boutique up` (default ./.boutique or $BOUTIQUE_DATA_DIR)",
+    )
+    bounded = argparse.ArgumentParser(add_help=False)
+    bounded.add_argument(
+        "--for", dest="duration", default="30s", help="how long, e.g. 2s, 30s, 5m (default 30s, at most 10m)"
+    )
+    chaos = commands.add_parser(
+        "chaos",
+        help="process faults against a running `boutique up`: kill, stop or slow one instance",
+        description="Faults for one process of the `boutique up` of --data-dir (only its processes). "
+        "stop and slow always leave the process running at the end, even when this command is "
+        "interrupted or killed. Every action is logged to <data-dir>/chaos.jsonl.",
+    )
+    actions = chaos.add_subparsers(dest="action", required=True)
+    kill = actions.add_parser(
+        "kill", parents=[common], help="kill -9 the instance; `up` restarts it (waits until it serves again)"
+    )
+    kill.add_argument("--no-wait", action="store_true", help="return once it is killed")
+    kill.add_argument("--timeout", default="60s", help="how long to wait for it to serve again (default 60s)")
+    actions.add_parser(
+        "stop", parents=[common, bounded], help="SIGSTOP the instance for a while, then SIGCONT"
+    )
+    slow = actions.add_parser(
+        "slow",
+        parents=[common, bounded],
+        help="throttle the instance's CPU with a SIGSTOP/SIGCONT duty cycle",
+    )
+    slow.add_argument("--cpu", default="25%", help="CPU share it keeps, from 1%% to 99%% (default 25%%)")
+    chaos.set_defaults(func=_chaos)
+
+
+def _scenario(args: argparse.Namespace) -> int:
+    """List the guided failure scenarios, or run one against a running `boutique up`."""
+    from boutique.run.scenarios.command import run_command
+
+    return run_command(args)
+
+
+def _add_scenario_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`boutique scenario list | run NAME [--check] [--duration 30s] [--data-dir DIR]`."""
+    scenario = commands.add_parser(
+        "scenario",
+        help="guided failures: break one thing in a running `boutique up` and see where it shows",
+    )
+    actions = scenario.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every scenario, with the fault it makes")
+    run = actions.add_parser(
+        "run",
+        help="run one scenario against a running `boutique up`",
+        description="Sets the scenario's faults, drives shoppers for --duration, shows where the evidence "
+        "is in the observatory, then puts every flag and process back as it was (also on Ctrl-C).",
+    )
+    run.add_argument("name", help="the scenario (see `boutique scenario list`)")
+    run.add_argument(
+        "--check", action="store_true", help="assert that the observatory shows the evidence (exit 1 if not)"
+    )
+    run.add_argument("--duration", default="30s", help="how long the faults stay on (default 30s)")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("BOUTIQUE_DATA_DIR", ".boutique")),
+        help="the data directory of the running `boutique up` (default ./.boutique or $BOUTIQUE_DATA_DIR)",
+    )
+    scenario.set_defaults(func=_scenario)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="boutique", description=__doc__)
@@ -211,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--registry-url",
         default=None,
         help="service registry whose processes the Mesh page shows (default: $BOUTIQUE_REGISTRY_URL)",
+    )
+    observatory.add_argument(
+        "--flags-file",
+        type=Path,
+        default=None,
+        help="flag file the Flags page shows and switches (default: $FLAGD_OFFLINE_FLAG_SOURCE_PATH)",
     )
     observatory.add_argument(
         "--memory-limit",
@@ -265,7 +366,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prometheus.add_argument("--log-level", default="INFO", help="log level (default INFO)")
     prometheus.set_defaults(func=_prometheus_config)
+    _add_flags_parser(commands)
+    _add_chaos_parser(commands)
+    _add_scenario_parser(commands)
     return parser
+
+
+def _add_flags_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`boutique flags list | set NAME VARIANT [--when key=value ...] [--percent P] | reset [NAME ...]`."""
+    flags = commands.add_parser(
+        "flags",
+        help="list, set or reset the shop's feature flags (fault injection)",
+        description="The flag file is --file, else $FLAGD_OFFLINE_FLAG_SOURCE_PATH, else <data dir>/flags.json "
+        "(what `boutique up` uses). Running processes pick a change up within a second.",
+    )
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the data directory of `boutique up` (default ./.boutique or $BOUTIQUE_DATA_DIR)",
+    )
+    where.add_argument("--file", type=Path, default=None, help="the flag file itself")
+    actions = flags.add_subparsers(dest="flags_command", required=True)
+    actions.add_parser("list", parents=[where], help="every flag: variant, rule, last change, description")
+    setter = actions.add_parser("set", parents=[where], help="set a flag to one of its variants")
+    setter.add_argument("name", help="the flag (see `boutique flags list`)")
+    setter.add_argument("variant", help="one of its variants")
+    setter.add_argument(
+        "--when",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only evaluations whose attribute KEY is VALUE, e.g. caller=frontend (repeatable: all must match)",
+    )
+    setter.add_argument(
+        "--percent", type=float, default=None, help="only this share of evaluations, 0 < P <= 100 (by trace)"
+    )
+    reset = actions.add_parser("reset", parents=[where], help="put flags back as shipped (default: all)")
+    reset.add_argument("names", nargs="*", metavar="NAME", help="flags to reset (default: all)")
+    flags.set_defaults(func=_flags)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

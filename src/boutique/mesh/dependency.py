@@ -22,7 +22,7 @@ from boutique.mesh import deadline, metrics
 from boutique.mesh.balancing import Endpoint, OutlierDetector, make_balancer
 from boutique.mesh.calls.call import Call, CallPolicy
 from boutique.mesh.calls.membership import Connector, Membership
-from boutique.mesh.calls.outcome import FAULTS, CallStatus, Outcome
+from boutique.mesh.calls.outcome import FAULTS, CallStatus, Code, Outcome
 from boutique.mesh.calls.recovery import RecoveryProbe
 from boutique.mesh.calls.stats import CallMetrics
 from boutique.mesh.calls.steps import (
@@ -37,7 +37,8 @@ from boutique.mesh.calls.steps import (
     take_permit,
 )
 from boutique.mesh.discovery import Resolver
-from boutique.mesh.errors import BulkheadFull, CircuitOpen
+from boutique.mesh.errors import BulkheadFull, CircuitOpen, InjectedFault
+from boutique.mesh.faults import call_fault
 from boutique.mesh.instance import Instance
 from boutique.mesh.resilience import Bulkhead, BulkheadFullError, CircuitBreaker, Permit, RetryBudget
 from boutique.mesh.tracing import tracing_on
@@ -132,7 +133,9 @@ class Dependency(Generic[Conn]):
         """An instance ejected or returned by outlier detection: count, log and trace it."""
         if kind == "ejected":
             metrics.EJECTIONS.labels(self.name).inc()
-        log.warning("instance %s", kind, extra={"dependency": self.name, "instance": endpoint.instance.id})
+        log.warning(
+            "instance %s", kind, extra={"dependency": self.name, "peer_instance": endpoint.instance.id}
+        )
         trace.get_current_span().add_event(f"instance_{kind}", {"mesh.instance": endpoint.instance.id})
 
     # ---- calls ------------------------------------------------------------------------------
@@ -238,6 +241,7 @@ class Dependency(Generic[Conn]):
                 await self.membership.first_instances(min(call.ends - began, self.policy.resolve_wait))
                 now = monotonic()
             self.budget.record_request()
+            call.fault = call_fault(self.caller, self.name, call.method, self.injected_error)
             while True:
                 endpoint, conn = pick(self.balancer, self._conns, call, self.name)
                 if call.span is not _NO_SPAN:
@@ -348,6 +352,11 @@ class Dependency(Generic[Conn]):
             return
         span.record_exception(exc)
         span.set_status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def injected_error(self, code: Code, message: str, served_by: Instance | None) -> Exception:
+        """The error an attempt fails with when the flag file injects `code` (see mesh.faults); a
+        transport answers with its own error type, as if the instance `served_by` had answered so."""
+        return InjectedFault(code, message)
 
     # ---- status and shutdown ---------------------------------------------------------------
 

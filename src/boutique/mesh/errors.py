@@ -27,6 +27,14 @@ class BulkheadFull(MeshUnavailable):
     """Too many calls to the dependency are already in flight."""
 
 
+class InjectedFault(Exception):
+    """A failure the flag file injected into a call (see mesh.faults), for a transport with no error of its own."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.grpc_code = code
+
+
 class DeadlineExceeded(Exception):
     """Too little of the caller's deadline is left to do the work (or start a side effect) safely."""
 

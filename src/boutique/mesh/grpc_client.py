@@ -14,7 +14,9 @@ from boutique.mesh.calls.outcome import CallStatus, status_of_error
 from boutique.mesh.deadline import DEADLINE_HEADER, header_value
 from boutique.mesh.dependency import CallPolicy, Dependency
 from boutique.mesh.discovery import Resolver
-from boutique.mesh.errors import FAILED_DEPENDENCY
+from boutique.mesh.errors import FAILED_DEPENDENCY, SERVED_BY
+from boutique.mesh.failure import RETRYABLE_CODES, STATUS_DETAILS, Failure, status_details
+from boutique.mesh.faults import REASON
 from boutique.mesh.instance import Instance
 from boutique.mesh.propagation import outgoing_headers
 from boutique.mesh.tracing import tracing_on
@@ -129,6 +131,19 @@ class GrpcDependency(Dependency[Conn]):
             span.set_status(trace.StatusCode.ERROR, f"{code.name}: {(exc.details() or '')[:200]}")
             return
         super().describe_failure(span, exc)
+
+    def injected_error(
+        self, code: grpc.StatusCode, message: str, served_by: Instance | None
+    ) -> grpc.aio.AioRpcError:
+        """An injected fault as the AioRpcError the call would end with: the instance's answer (its
+        served-by trailer, and the reason FAULT_INJECTED in the status details), or gRPC's own timeout."""
+        trailers = grpc.aio.Metadata()
+        if served_by is not None:
+            failure = Failure(code=code, retryable=code in RETRYABLE_CODES, reason=REASON)
+            trailers = grpc.aio.Metadata(
+                (SERVED_BY, served_by.id), (STATUS_DETAILS, status_details(code, message, failure))
+            )
+        return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, message)
 
     def call(
         self,

@@ -10,7 +10,7 @@ import httpx
 from boutique.mesh.calls.outcome import CallStatus, status_of_error
 from boutique.mesh.dependency import CallPolicy, Dependency
 from boutique.mesh.discovery import Resolver
-from boutique.mesh.errors import FAILED_DEPENDENCY, SHED
+from boutique.mesh.errors import FAILED_DEPENDENCY, SERVED_BY, SHED
 from boutique.mesh.instance import Instance
 from boutique.mesh.tracing import sdk_installed
 
@@ -104,6 +104,19 @@ class HttpDependency(Dependency[str]):
             from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
             HTTPXClientInstrumentor.instrument_client(self.client)
+
+    def injected_error(self, code: grpc.StatusCode, message: str, served_by: Instance | None) -> Exception:
+        """An injected fault as this transport's error: the instance's answer with the HTTP status of
+        `code` (naming the instance), or httpx's timeout when nothing answered in time."""
+        if served_by is None:
+            return httpx.ReadTimeout(message)
+        status = (
+            503 if code is Code.UNAVAILABLE else next((s for s, c in HTTP_CODES.items() if c is code), 500)
+        )
+        request = httpx.Request("GET", self.connector.open(served_by))
+        return ServerError(
+            httpx.Response(status, headers={SERVED_BY: served_by.id}, text=message, request=request)
+        )
 
     async def request(
         self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any

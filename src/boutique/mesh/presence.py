@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 from boutique.mesh.config import ProcessInfo
-from boutique.mesh.discovery import Registrar, registrar_for
+from boutique.mesh.discovery import Registrar, RegistryRegistrar, registrar_for
 from boutique.mesh.instance import Instance
 from boutique.mesh.runtime import Mesh
 from boutique.mesh.settings import MeshSettings
@@ -22,6 +23,9 @@ class Presence:
     Order of life: `start_status()` → serve → `announce(ports)` → … → `withdraw()` (deregister, so
     callers move away before the drain) → stop serving → `close()`. The status endpoints and the
     registration follow `settings` (default: the mesh's, else the process's).
+
+    A server whose readiness can change passes `health_check` (how a registry can check it, e.g. its
+    gRPC health) and calls `set_ready`; see there how callers then stop and resume routing here.
     """
 
     def __init__(
@@ -30,15 +34,19 @@ class Presence:
         mesh: Mesh | None = None,
         register: bool = True,
         settings: MeshSettings | None = None,
+        health_check: dict[str, Any] | None = None,
     ) -> None:
         self.info = info
         self.mesh = mesh
         self.register = register
         self.settings = settings or (mesh.settings if mesh is not None else MeshSettings.current())
+        self.health_check = health_check
         self.serving = False
+        self.ready = True
         self.metrics_port = 0
         self.status: StatusServer | None = None
         self.registrar: Registrar | None = None
+        self._announced: Instance | None = None
 
     async def start_status(self) -> int:
         """Serve /metrics and /mesh/* on METRICS_PORT (0 = a free port; BOUTIQUE_METRICS=off disables)."""
@@ -50,7 +58,7 @@ class Presence:
             host=status.host or self.info.host,
             port=status.port,
             token=status.token,
-            health=lambda: self.serving,
+            health=lambda: self.serving and self.ready,
         )
         self.metrics_port = await self.status.start()
         log.info("status endpoints", extra={"address": f"{self.status.host}:{self.metrics_port}"})
@@ -78,7 +86,39 @@ class Presence:
         if not self.register:
             return
         self.registrar = registrar_for(self.settings.discovery)
-        await self.registrar.register(self.instance(ports), self.settings.discovery.ttl)
+        if self.health_check is not None and isinstance(self.registrar, RegistryRegistrar):
+            self.registrar.check = dict(self.health_check)
+        self._announced = self.instance(ports)
+        if self.ready or self._checked_by_registry():
+            await self.registrar.register(self._announced, self.settings.discovery.ttl)
+
+    def _checked_by_registry(self) -> bool:
+        """Whether the registry checks this instance's health itself (and so follows its readiness)."""
+        return isinstance(self.registrar, RegistryRegistrar) and self.registrar.check is not None
+
+    async def set_ready(self, ready: bool) -> None:
+        """Readiness changed: /healthz follows, and so does discovery, the way Kubernetes takes an unready
+        pod out of a Service's endpoints and puts it back once ready.
+
+        The embedded registry checks this instance's health itself (`health_check`): it marks it critical,
+        which hides it from callers' watches while the registry still lists it (so the Mesh page shows it
+        unready); it marks it passing again once the health check answers SERVING. Backends without checks
+        (etcd) get a deregistration while unready and the registration again when ready.
+        """
+        if ready == self.ready:
+            return
+        self.ready = ready
+        if self.registrar is None or self._announced is None or self._checked_by_registry():
+            return
+        try:
+            if ready:
+                await self.registrar.register(self._announced, self.settings.discovery.ttl)
+            else:
+                await self.registrar.deregister()
+        except Exception as exc:
+            log.warning(
+                "discovery did not take the readiness change", extra={"ready": ready, "error": str(exc)}
+            )
 
     async def withdraw(self) -> None:
         """Mark not serving and deregister; discovery trouble never blocks a shutdown."""

@@ -20,6 +20,7 @@ from boutique.mesh.config import ProcessInfo
 from boutique.mesh.deadline import deadline_in, from_metadata
 from boutique.mesh.errors import SERVED_BY, SHED
 from boutique.mesh.failure import Failure, error_trailers, status_details
+from boutique.mesh.faults import answer_late
 from boutique.mesh.metrics import LIMITER_STATS, SERVER_STATS
 from boutique.mesh.presence import Presence
 from boutique.mesh.resilience.limiter import ConcurrencyLimiter, LimiterSettings
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("boutique.mesh.server")
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+READINESS_PERIOD = 0.5  # seconds between asks of a server's readiness probe (Kubernetes' periodSeconds)
+# How a registry that checks instances checks one whose readiness can change: its gRPC health, each second.
+READINESS_CHECK = {"type": "grpc", "port": "grpc", "interval": 1.0}
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ def _unary_handler(
             )
         try:
             with deadline_in(left):
+                await answer_late(left)  # grayReplica: this instance answers late when the flag says so
                 return await impl(request, context)
         except grpc.aio.AbortError:
             outcome.code = _aborted_code(context)
@@ -245,7 +250,12 @@ def generic_handler(
 
 
 class GrpcServer:
-    """Serve gRPC services on host:port with health; SERVING once started, NOT_SERVING while draining."""
+    """Serve gRPC services on host:port with health; SERVING once started, NOT_SERVING while draining.
+
+    With a `readiness` probe (asked every `readiness_period` seconds while serving), the server reports
+    NOT_SERVING while the probe says False and SERVING again once it says True, and discovery stops
+    sending callers here meanwhile (see `Presence.set_ready`): what Kubernetes does with an unready pod.
+    """
 
     def __init__(
         self,
@@ -257,12 +267,19 @@ class GrpcServer:
         register: bool = False,
         limits: LimiterSettings | None = None,
         settings: MeshSettings | None = None,
+        readiness: Callable[[], bool] | None = None,
+        readiness_period: float = READINESS_PERIOD,
     ) -> None:
         self.info = info
         self.bindings = list(bindings)
         self.grace = grace
         settings = settings or (mesh.settings if mesh is not None else MeshSettings.current())
-        self.presence = Presence(info, mesh, register, settings)
+        check = dict(READINESS_CHECK) if readiness is not None else None
+        self.presence = Presence(info, mesh, register, settings, health_check=check)
+        self.readiness = readiness
+        self.readiness_period = readiness_period
+        self.ready = True
+        self._readiness_task: asyncio.Task[None] | None = None
         # How long NOT_SERVING is announced while still accepting calls, so health checkers and
         # discovery take the instance out of rotation before it stops taking new calls.
         default_delay = 0.3 if register else 0.0
@@ -308,8 +325,53 @@ class GrpcServer:
         log.info("serving", extra={"address": f"{self.info.host}:{self.port}"})
         return self.port
 
+    def follow_readiness(self) -> None:
+        """Start asking the readiness probe (if any) while serving; `stop` ends it."""
+        if self.readiness is not None and self._readiness_task is None:
+            self._readiness_task = asyncio.create_task(self._follow_readiness(), name="readiness probe")
+
+    def _probe(self) -> bool:
+        """The readiness probe's answer; one that fails counts as not ready, as a failed probe does."""
+        assert self.readiness is not None
+        try:
+            return bool(self.readiness())
+        except Exception:
+            log.exception("readiness probe failed")
+            return False
+
+    async def _follow_readiness(self) -> None:
+        """Ask the probe every period; on a change, ask again inside a span (so what decided it, such as
+        a feature flag, is recorded there) and switch health and discovery over."""
+        while True:
+            await asyncio.sleep(self.readiness_period)
+            if self._probe() == self.ready:
+                continue
+            with tracer.start_as_current_span("readiness change", kind=trace.SpanKind.INTERNAL) as span:
+                ready = self._probe()
+                span.set_attribute("health.status", "SERVING" if ready else "NOT_SERVING")
+                if ready != self.ready:
+                    await self.set_ready(ready)
+
+    async def set_ready(self, ready: bool) -> None:
+        """Report SERVING or NOT_SERVING on the health service, and be routed to or not."""
+        if self._server is None or ready == self.ready:
+            return
+        self.ready = ready
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self._set_status(status)
+        await self.presence.set_ready(ready)
+        if ready:
+            log.info("ready again: SERVING, back in rotation")
+        else:
+            log.warning("not ready: NOT_SERVING, out of rotation until ready again")
+
     async def stop(self) -> None:
         """Report NOT_SERVING, wait the drain delay, let in-flight calls finish within the grace period."""
+        if self._readiness_task is not None:
+            self._readiness_task.cancel()
+            self._readiness_task = None
         if self._server is None:
             return
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -329,7 +391,10 @@ class GrpcServer:
         undo = stop_on_signals(asyncio.get_running_loop(), stop.set)
         await self.presence.start_status()
         await self.start()
+        if self.readiness is not None and not self._probe():  # unready from the start: never routed to
+            await self.set_ready(False)
         await self.presence.announce({"grpc": self.port})
+        self.follow_readiness()
         await stop.wait()
         await self.stop()
         if on_stop is not None:

@@ -185,6 +185,26 @@ class TracingSettings:
 
 
 @dataclass(frozen=True)
+class FlagSettings:
+    """Where feature flags come from: a flag file evaluated in process, a flagd server, or nowhere."""
+
+    source_path: str = ""  # FLAGD_OFFLINE_FLAG_SOURCE_PATH: a flag file in flagd's schema, watched
+    host: str = ""  # FLAGD_HOST: a flagd server, when no file is given
+    port: int | None = None  # FLAGD_PORT
+    resolver: str = "rpc"  # FLAGD_RESOLVER: rpc (ask flagd per evaluation) or in-process (sync from it)
+    poll_ms: int = 500  # BOUTIQUE_FLAGS_POLL_MS: how often the file is checked for a change
+
+    @property
+    def configured(self) -> bool:
+        """True when a flag source is set (without one every flag keeps its coded default)."""
+        return bool(self.source_path or self.host)
+
+    def describe(self) -> str:
+        """The source, for log lines."""
+        return self.source_path or f"flagd at {self.host}:{self.port or 'default port'}"
+
+
+@dataclass(frozen=True)
 class MeshSettings:
     """The settings of one mesh process, in parts; `from_env` reads them all."""
 
@@ -193,6 +213,7 @@ class MeshSettings:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
     limiter: LimiterSettings = field(default_factory=LimiterSettings)
+    flags: FlagSettings = field(default_factory=FlagSettings)
 
     _installed: ClassVar[MeshSettings | None] = None
 
@@ -206,6 +227,7 @@ class MeshSettings:
             discovery=_discovery(env),
             tracing=_tracing(env),
             limiter=_limiter(env),
+            flags=_flags(env),
         )
 
     @classmethod
@@ -277,6 +299,16 @@ def _limiter(env: _Environment) -> LimiterSettings:
         return LimiterSettings(mode=mode, initial=initial, min_limit=min_limit, max_limit=max_limit)
     except ValueError as exc:  # bounds that do not fit together; the message names all three variables
         raise SettingsError(str(exc)) from None
+
+
+def _flags(env: _Environment) -> FlagSettings:
+    return FlagSettings(
+        source_path=env.text("FLAGD_OFFLINE_FLAG_SOURCE_PATH"),
+        host=env.text("FLAGD_HOST"),
+        port=env.port("FLAGD_PORT"),
+        resolver=env.choice("FLAGD_RESOLVER", ("rpc", "in-process", "file"), "rpc"),
+        poll_ms=env.whole("BOUTIQUE_FLAGS_POLL_MS", 500, minimum=50),
+    )
 
 
 def _tracing(env: _Environment) -> TracingSettings:

@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import psutil
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,6 +47,11 @@ def breaker_events(mesh: Mesh, host: str) -> list[dict[str, Any]]:
     return events
 
 
+def process_facts(process: psutil.Process) -> dict[str, Any]:
+    """The process itself: its pid and resident memory (RSS, bytes), so a leak shows beside its breakers."""
+    return {"pid": process.pid, "rss_bytes": process.memory_info().rss}
+
+
 def build_app(
     mesh: Mesh,
     token: str | None,
@@ -59,6 +65,7 @@ def build_app(
     """
     closing = closing or asyncio.Event()
     host = socket.gethostname()
+    me = psutil.Process()
 
     def guard(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def wrapped(request: Request) -> Response:
@@ -73,7 +80,12 @@ def build_app(
 
     async def status(request: Request) -> Response:
         return JSONResponse(
-            {"caller": mesh.caller, "dependencies": mesh.snapshot(), "limiters": LIMITER_STATS.snapshot()}
+            {
+                "caller": mesh.caller,
+                "process": process_facts(me),
+                "dependencies": mesh.snapshot(),
+                "limiters": LIMITER_STATS.snapshot(),
+            }
         )
 
     async def healthz(request: Request) -> Response:

@@ -57,6 +57,7 @@ class ObservatoryConfig:
     retention_check_seconds: float = 30.0
     memory_limit: str = "128MB"
     registry_url: str | None = None  # where the Mesh page finds the running processes (a service registry)
+    flags_file: Path | None = None  # the flag file the Flags page switches (None: the flags are elsewhere)
 
     @property
     def database(self) -> Path:
@@ -77,3 +78,9 @@ class ObservatoryConfig:
     def env_token() -> str | None:
         """The token from BOUTIQUE_OBSERVATORY_TOKEN, if set."""
         return os.environ.get("BOUTIQUE_OBSERVATORY_TOKEN") or None
+
+    @staticmethod
+    def env_flags_file() -> Path | None:
+        """The flag file from FLAGD_OFFLINE_FLAG_SOURCE_PATH (what `boutique up` hands every process), if set."""
+        path = os.environ.get("FLAGD_OFFLINE_FLAG_SOURCE_PATH")
+        return Path(path) if path else None

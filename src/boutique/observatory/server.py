@@ -41,6 +41,7 @@ from boutique.observatory.receivers import RECEIVERS, GrpcReceiver, HttpReceiver
 from boutique.observatory.receivers.base import make_grpc_server
 from boutique.observatory.store.duckdb_store import DuckDBStore, Retention
 from boutique.observatory.ui import ui_routes
+from boutique.observatory.ui.flags import FlagControls
 from boutique.signals import stop_on_signals
 from boutique.tokens import bearer_matches, same_token
 
@@ -224,10 +225,15 @@ class Observatory:
             [
                 Route("/api/status", self._status),
                 *query_routes(self.store),
-                *ui_routes(self.store, self.config.registry_url),
+                *ui_routes(self.store, self.config.registry_url, self._flag_controls()),
             ]
         )
         return routes
+
+    def _flag_controls(self) -> FlagControls:
+        """The flag file the Flags page shows, with the token and body limit its API applies."""
+        cfg = self.config
+        return FlagControls(cfg.flags_file, cfg.token, cfg.max_body_bytes)
 
     def _grpc_services(self) -> dict[str, list[grpc.GenericRpcHandler]]:
         """Every gRPC receiver's service by the name of the port serving it."""

@@ -95,6 +95,8 @@ class UpOptions:
     # Backends the user pinned with their *_SERVICE_ADDR variable (service -> address): every process
     # is handed that address, whatever the discovery mode, and `up` starts none of their own.
     external: dict[str, str] = field(default_factory=dict)
+    # The flag file every process evaluates (None: the user pointed them at a flagd server instead).
+    flag_file: Path | None = None
 
     @property
     def observatory_url(self) -> str | None:
@@ -252,6 +254,8 @@ def build_plan(options: UpOptions) -> list[ProcessPlan]:
         }
         if options.registry_url:
             plan.env["BOUTIQUE_REGISTRY_URL"] = options.registry_url
+        if options.flag_file:
+            plan.env["FLAGD_OFFLINE_FLAG_SOURCE_PATH"] = str(options.flag_file)
         plan.env |= telemetry_env(options, load=plan.kind == "load")
         if options.redis and plan.service == "cart":
             plan.env["REDIS_ADDR"] = next(p.address for p in plans if p.kind == "redis")

@@ -242,6 +242,7 @@ class Supervisor:
         for child in running:
             self._set_state(child, "stopping")
             _signal_group(child, signal.SIGTERM)
+            _signal_group(child, signal.SIGCONT)  # a process stopped by `boutique chaos` must run to exit
 
         async def reap(child: Child) -> None:
             assert child.process is not None

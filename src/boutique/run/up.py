@@ -16,6 +16,7 @@ import httpx
 from rich.console import Console, Group
 from rich.live import Live
 
+from boutique.flags import FlagFile, FlagFileError
 from boutique.run.plan import (
     UpOptions,
     build_plan,
@@ -31,6 +32,7 @@ from boutique.shop.services import SERVICES
 from boutique.signals import stop_on_signals
 
 STATE_FILE = "up.json"
+FLAG_FILE = "flags.json"
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -68,8 +70,14 @@ def run_up(args: argparse.Namespace) -> int:
             "replica that answers; install redis-server (or use --redis on) to share them",
             file=sys.stderr,
         )
+    try:
+        flag_file = _seed_flags(data_dir)
+    except (OSError, FlagFileError) as exc:
+        print(f"boutique up: {exc}", file=sys.stderr)
+        return 2
     options = UpOptions(
         data_dir=data_dir,
+        flag_file=flag_file,
         frontend_port=args.frontend_port,
         replicas=replicas,
         load=args.load,
@@ -86,6 +94,21 @@ def run_up(args: argparse.Namespace) -> int:
         return asyncio.run(_supervise(options, args.ready_timeout, live))
     except KeyboardInterrupt:
         return 130
+
+
+def _seed_flags(data_dir: Path) -> Path | None:
+    """The flag file every process reads, seeded from the shipped one (None: the user's flagd server)."""
+    if os.environ.get("FLAGD_HOST") and not os.environ.get("FLAGD_OFFLINE_FLAG_SOURCE_PATH"):
+        return None
+    path = Path(os.environ.get("FLAGD_OFFLINE_FLAG_SOURCE_PATH") or data_dir / FLAG_FILE)
+    not_default = FlagFile(path).seed()
+    if not_default:
+        print(
+            f"boutique up: note: flags not at their defaults in {path}: {', '.join(not_default)} "
+            "(`boutique flags reset` turns every fault off)",
+            file=sys.stderr,
+        )
+    return path
 
 
 def write_state(

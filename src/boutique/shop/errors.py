@@ -28,6 +28,7 @@ class Reason(enum.StrEnum):
     CARD_CVV_INVALID = "CARD_CVV_INVALID"
     EMPTY_CART = "EMPTY_CART"
     UNKNOWN_PRODUCT = "UNKNOWN_PRODUCT"
+    FAULT_INJECTED = "FAULT_INJECTED"  # a feature flag made it fail on purpose (the flag in metadata)
 
 
 class ShopError(Exception):

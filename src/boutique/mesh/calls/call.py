@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from opentelemetry import trace
 
 from boutique.mesh.calls.outcome import CallStatus, Outcome
 from boutique.mesh.resilience import BreakerConfig
+
+if TYPE_CHECKING:
+    from boutique.mesh.faults import CallFault
 
 Conn = TypeVar("Conn")
 T = TypeVar("T")
@@ -52,3 +55,4 @@ class Call(Generic[Conn, T]):
     error: Exception | None = None  # the last failed attempt's error
     status: CallStatus | None = None  # ... what it ended with
     outcome: Outcome | None = None  # ... and how it counts (at the end: how the whole call counts)
+    fault: CallFault | None = None  # what the flag file injects into every attempt (mesh.faults)

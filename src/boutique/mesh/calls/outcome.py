@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import grpc
 
-from boutique.mesh.errors import MeshUnavailable
+from boutique.mesh.errors import InjectedFault, MeshUnavailable
 
 Code = grpc.StatusCode
 
@@ -83,8 +83,11 @@ def status_of_error(exc: BaseException) -> CallStatus:
     """The status of an error no transport answered with: the mesh's own refusals and the network's.
 
     The mesh refused to send (no instance, breaker open, bulkhead full) or the connection failed:
-    UNAVAILABLE; a timeout: DEADLINE_EXCEEDED; anything else is a fault of unknown kind.
+    UNAVAILABLE; a timeout: DEADLINE_EXCEEDED; an injected fault: its own; anything else is a fault of
+    unknown kind.
     """
+    if isinstance(exc, InjectedFault):
+        return CallStatus(exc.grpc_code)
     if isinstance(exc, TimeoutError):  # before OSError, of which it is a subclass
         return DEADLINE_EXCEEDED
     if isinstance(exc, MeshUnavailable | OSError):

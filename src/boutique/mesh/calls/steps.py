@@ -70,14 +70,19 @@ def attempt(
 ) -> Awaitable[T]:
     """Step 3: start one attempt at `now` on the endpoint's connection (await it), counted in flight on it.
 
-    Its timeout is what is left of the call's deadline, capped by the per-try timeout, never below 0.
+    Its timeout is what is left of the call's deadline, capped by the per-try timeout, never below 0. A
+    fault the flag file injects (`call.fault`) acts here, on each attempt, as the network or the callee would.
     """
     call.started = now
     endpoint.on_start()
     left = call.ends - now
     if per_try and per_try < left:
         left = per_try
-    return call.attempt(conn, left if left > 0.0 else 0.0)
+    if left < 0.0:
+        left = 0.0
+    if call.fault is not None:
+        return call.fault.attempt(call.attempt, conn, left, endpoint.instance)
+    return call.attempt(conn, left)
 
 
 def note_failure(call: Call[Any, Any], endpoint: Endpoint, exc: Exception) -> Outcome:

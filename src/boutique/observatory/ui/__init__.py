@@ -1,4 +1,4 @@
-"""The observatory's web UI on the query port: search, trace, services and mesh pages over the query API.
+"""The observatory's web UI on the query port: search, trace, services, mesh and flags pages.
 
 Pages are rendered on the server (Jinja2) and made interactive with a little plain JavaScript from
 `static/` (no build step). Each page is a module with a `routes(...)` function; this package joins them.
@@ -12,7 +12,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from boutique.observatory.store.base import Store
-from boutique.observatory.ui import mesh, search, services, trace
+from boutique.observatory.ui import flags, mesh, search, services, trace
+from boutique.observatory.ui.flags import FlagControls
 
 __all__ = ["ui_routes"]
 
@@ -22,13 +23,17 @@ async def _home(request: Request) -> Response:
     return RedirectResponse("/search", status_code=307)
 
 
-def ui_routes(store: Store, registry_url: str | None = None) -> list[BaseRoute]:
-    """Every page of the UI and its static files."""
+def ui_routes(
+    store: Store, registry_url: str | None = None, flag_controls: FlagControls | None = None
+) -> list[BaseRoute]:
+    """Every page of the UI and its static files (the Flags page and chart markers need a flag file)."""
+    controls = flag_controls or FlagControls()
     return [
         Route("/", _home),
         *search.routes(store),
         *trace.routes(store),
-        *services.routes(store),
+        *services.routes(store, controls.file),
         *mesh.routes(registry_url),
+        *flags.routes(controls),
         Mount("/static", app=StaticFiles(packages=[("boutique.observatory.ui", "static")]), name="static"),
     ]

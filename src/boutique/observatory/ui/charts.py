@@ -2,13 +2,15 @@
 
 A chart is computed here and drawn by a template macro, so the page needs no JavaScript to show it.
 Times are shown in UTC; a missing value (no data in that step) breaks the line rather than drawing zero.
+Events (a feature flag switched) are drawn as labelled vertical markers at their moment, so a change
+and its effect on the lines can be seen together.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 MINUTE_US = 60_000_000
@@ -44,6 +46,27 @@ class ChartPoint:
 
 
 @dataclass(frozen=True)
+class Event:
+    """Something that happened at a moment, to mark on charts: a short label and a longer tooltip."""
+
+    time_us: int
+    label: str
+    tooltip: str
+
+
+@dataclass(frozen=True)
+class Marker:
+    """An event as drawn: its x, its label's place (None: no room for the label) and its tooltip."""
+
+    x: float
+    label: str
+    label_x: float | None
+    label_y: float
+    anchor: str  # start or end: the label runs right of the line, or left of it near the right edge
+    tooltip: str
+
+
+@dataclass(frozen=True)
 class ChartLine:
     """A series as drawn: its path data and its points."""
 
@@ -69,6 +92,7 @@ class LineChart:
     y_ticks: list[Tick]
     lines: list[ChartLine]
     summary: str
+    markers: list[Marker] = field(default_factory=list)
 
     @property
     def has_data(self) -> bool:
@@ -120,6 +144,7 @@ def line_chart(
     *,
     width: int = 460,
     height: int = 210,
+    events: Sequence[Event] = (),
 ) -> LineChart:
     """A chart of the series over the times (the times are the points' x positions, increasing)."""
     left, top, right, bottom = 58.0, 12.0, width - 22.0, height - 48.0
@@ -152,6 +177,9 @@ def line_chart(
             points.append(ChartPoint(x, y, f"{clock(t)} UTC · {one.name} {fmt(v)}"))
         lines.append(ChartLine(one.name, one.colour, " ".join(parts), points))
     summary = "; ".join(_describe(one, fmt) for one in series)
+    shown = sorted((e for e in events if start <= e.time_us <= end), key=lambda e: e.time_us)
+    if shown:
+        summary += "; " + ", ".join(f"{e.label} at {clock(e.time_us, seconds=True)}" for e in shown)
     return LineChart(
         key=key,
         title=title,
@@ -165,7 +193,36 @@ def line_chart(
         y_ticks=[Tick(sy(v), fmt(v)) for v in ticks],
         lines=lines,
         summary=f"{title}: {summary}",
+        markers=place_markers([(sx(e.time_us), e) for e in shown], left, right, top),
     )
+
+
+MARKER_CHAR = 5.8  # estimated width of a character of a marker label (10px)
+MARKER_ROWS = 3
+
+
+def place_markers(at: Sequence[tuple[float, Event]], left: float, right: float, top: float) -> list[Marker]:
+    """Markers for events at x positions (in time order), their labels in rows so none overlaps another."""
+    row_ends = [-math.inf] * MARKER_ROWS  # where the last label of each row ends
+    markers = []
+    for x, event in at:
+        width = MARKER_CHAR * len(event.label)
+        anchor = "end" if x + 3 + width > right and x - 3 - width >= left else "start"
+        begin, finish = (x - 3 - width, x - 3) if anchor == "end" else (x + 3, x + 3 + width)
+        row = next((k for k, end in enumerate(row_ends) if begin > end + 4), None)
+        if row is not None:
+            row_ends[row] = finish
+        markers.append(
+            Marker(
+                x=x,
+                label=event.label if row is not None else "",
+                label_x=(x - 3 if anchor == "end" else x + 3) if row is not None else None,
+                label_y=top + 9 + 12 * (row or 0),
+                anchor=anchor,
+                tooltip=event.tooltip,
+            )
+        )
+    return markers
 
 
 def _describe(series: Series, fmt: Callable[[float], str]) -> str:

@@ -36,6 +36,7 @@ from boutique.observatory.ui.mesh_wire import (
     describe,
     fetch_json,
     http_problem,
+    parse_memory,
     parse_services,
     parse_status,
     sse_events,
@@ -66,6 +67,7 @@ class ProcessWatch:
     status: dict[str, dict[str, Any]] | None = None
     status_at: float | None = None
     status_error: str | None = None
+    rss_bytes: int | None = None  # resident memory, from the last status answer
     connected: bool = False
     stream_error: str | None = None
     reconnects: int = 0
@@ -140,6 +142,7 @@ class ProcessWatch:
             try:
                 body = await fetch_json(self.client, url, self.headers, self.settings.request_timeout)
                 caller, self.status = parse_status(body)
+                self.rss_bytes = parse_memory(body)
                 self.caller = caller or self.caller
                 self.status_at, self.status_error = time.time(), None
             except asyncio.CancelledError:
@@ -187,6 +190,7 @@ class ProcessWatch:
                 "last_event_age": round(now - self.last_event_at, 1) if self.last_event_at else None,
             },
             "status_error": self.status_error,
+            "rss_bytes": self.rss_bytes,
             "stale": has_metrics and now - freshest > self.settings.stale_after,
             "dependencies": [
                 {**dependencies[name], "breaker_age": _round(dependencies[name].get("breaker_age"))}

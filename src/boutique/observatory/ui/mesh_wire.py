@@ -278,6 +278,15 @@ def instance_view(entry: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
+def parse_memory(body: Any) -> int | None:
+    """The process's resident memory in bytes from /mesh/status (None when it does not say)."""
+    facts = _dict(_dict(body).get("process"))
+    rss = facts.get("rss_bytes")
+    if isinstance(rss, bool) or not isinstance(rss, int) or rss < 0:
+        return None
+    return rss
+
+
 def parse_status(body: Any) -> tuple[str, dict[str, dict[str, Any]]]:
     """The caller name and each dependency (balancer, instances, raw breaker event) from /mesh/status."""
     if not isinstance(body, dict) or not isinstance(body.get("dependencies"), list):

@@ -13,6 +13,7 @@ NAVIGATION = (
     ("search", "Search", "/search"),
     ("services", "Services", "/dependencies"),
     ("mesh", "Mesh", "/mesh"),
+    ("flags", "Flags", "/flags"),
 )
 
 # The same palette and hash as `Observatory.colour` in static/ui.js, so a service has one colour everywhere.

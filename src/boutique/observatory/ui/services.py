@@ -2,14 +2,16 @@
 
 Both are drawn on the server as inline SVG from the store, fresh for the chosen window: the graph from
 parent/child spans (`Store.dependencies`), laid out by `graph_layout`; the charts (request rate, error
-rate, p50/p95/p99 latency) from per-step figures (`Store.red`) of the service's server spans.
+rate, p50/p95/p99 latency) from per-step figures (`Store.red`) of the service's server spans. When the
+observatory knows the shop's flag file, every flag change in the window is a marker on the charts.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -18,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from boutique.flags import Change, FlagFile, FlagFileError
 from boutique.observatory.model import KIND_NAMES, KIND_NUMBERS, Span
 from boutique.observatory.store.base import Dependency, RedPoint, Store, TraceQuery
 from boutique.observatory.ui import charts
@@ -269,7 +272,23 @@ def kind_text(kinds: Sequence[int]) -> str:
     return (" and ".join(names) if names else "no") + " spans"
 
 
-def red_charts(points: Sequence[RedPoint], window: Window) -> list[charts.LineChart]:
+def flag_events(changes: Sequence[Change]) -> list[charts.Event]:
+    """Flag changes as chart events: `adFailure → on`, and what, from what, under which rule and by whom."""
+    events = []
+    for change in changes:
+        at_us = int(change.time * 1_000_000)
+        rule = f" when {change.rule}" if change.rule else ""
+        tooltip = (
+            f"{charts.clock(at_us, seconds=True)} UTC · flag {change.flag}: {change.previous} → "
+            f"{change.variant}{rule}, by {change.by}"
+        )
+        events.append(charts.Event(at_us, f"{change.flag} → {change.variant}", tooltip))
+    return events
+
+
+def red_charts(
+    points: Sequence[RedPoint], window: Window, events: Sequence[charts.Event] = ()
+) -> list[charts.LineChart]:
     """The three charts of one series of per-step figures: request rate, error rate, latency quantiles."""
     by_time = {p.timestamp_us: p for p in points}
     times = window.times
@@ -287,12 +306,22 @@ def red_charts(points: Sequence[RedPoint], window: Window) -> list[charts.LineCh
     ]
     return [
         charts.line_chart(
-            "rate", "Request rate", times, [charts.Series("requests/s", "#2f5bd3", rate)], rate_text
+            "rate",
+            "Request rate",
+            times,
+            [charts.Series("requests/s", "#2f5bd3", rate)],
+            rate_text,
+            events=events,
         ),
         charts.line_chart(
-            "errors", "Error rate", times, [charts.Series("errors", "#c62828", errors)], error_text
+            "errors",
+            "Error rate",
+            times,
+            [charts.Series("errors", "#c62828", errors)],
+            error_text,
+            events=events,
         ),
-        charts.line_chart("latency", "Latency", times, latency, latency_text),
+        charts.line_chart("latency", "Latency", times, latency, latency_text, events=events),
     ]
 
 
@@ -337,9 +366,24 @@ def error_trace(spans: Sequence[Span], service: str, now: int) -> ErrorTrace:
 
 @dataclass
 class ServicePages:
-    """The handlers of the Services section over one store."""
+    """The handlers of the Services section over one store (and the flag file whose changes it marks)."""
 
     store: Store
+    flags_file: Path | None = None
+    _flags: FlagFile | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._flags = FlagFile(self.flags_file) if self.flags_file else None
+
+    def flag_changes(self, window: Window) -> list[Change]:
+        """The flag changes inside the window (none without a flag file, or when it cannot be read)."""
+        if self._flags is None:
+            return []
+        try:
+            changes = self._flags.history(since=window.start_us / 1e6)
+        except (OSError, FlagFileError):
+            return []
+        return [c for c in changes if c.time * 1e6 <= window.end_us]
 
     async def services(self, request: Request) -> Response:
         """`/services`: the section's front page is the dependency graph."""
@@ -389,6 +433,7 @@ class ServicePages:
         now = now_us()
         window = Window.ending_now(lookback, now)
         found = await run_in_threadpool(self._load, service, operation, window)
+        changes = await run_in_threadpool(self.flag_changes, window)
         if found is None:
             context["error"] = f"No spans of a service named {service!r} are stored."
             return render(request, "service.html", "services", context, status=404)
@@ -406,7 +451,8 @@ class ServicePages:
             kinds=kind_text(kinds),
             window_text=LOOKBACK_LABELS[lookback].lower(),
             step_text=step_text(window.step_us),
-            charts=red_charts(points, window),
+            charts=red_charts(points, window, flag_events(changes)),
+            flag_changes=len(changes),
             rows=[
                 OperationRow(name, href(name), calls, errors, percent_text(errors, calls))
                 for name, calls, errors in rows
@@ -448,9 +494,9 @@ class ServicePages:
         return kinds, operations, rows, points, self.store.search(query)
 
 
-def routes(store: Store) -> list[BaseRoute]:
+def routes(store: Store, flags_file: Path | None = None) -> list[BaseRoute]:
     """The Services section's routes: the dependency graph and the page of each service."""
-    pages = ServicePages(store)
+    pages = ServicePages(store, flags_file)
     return [
         Route("/dependencies", pages.dependencies),
         Route("/services", pages.services),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from boutique.shop.ad.faults import AdFaults
 from boutique.shop.errors import InvalidArgument
 
 MAX_CONTEXT_KEYS = 50
@@ -62,7 +63,10 @@ class AdService:
     """Picks ads for the context keys (categories, matched ignoring case and surrounding spaces)."""
 
     def __init__(
-        self, ads: dict[str, tuple[Ad, ...]] | None = None, rng: random.Random | None = None
+        self,
+        ads: dict[str, tuple[Ad, ...]] | None = None,
+        rng: random.Random | None = None,
+        faults: AdFaults | None = None,
     ) -> None:
         inventory = default_ads() if ads is None else ads
         self.by_category = {
@@ -70,10 +74,12 @@ class AdService:
         }
         self.all_ads = list(dict.fromkeys(ad for items in self.by_category.values() for ad in items))
         self.rng = rng or random.Random()
+        self.faults = faults or AdFaults()
 
     async def get_ads(self, context_keys: list[str]) -> list[Ad]:
         """The ads of every matched category without repeats; two random distinct ads if none matched."""
         validate_context_keys(context_keys)
+        self.faults.apply()  # what the ad flags ask for: CPU burnt, a collection's pause, or a failure
         matched = [ad for key in context_keys for ad in self.by_category.get(key.strip().casefold(), ())]
         if matched:
             return list(dict.fromkeys(matched))

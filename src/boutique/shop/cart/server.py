@@ -5,6 +5,9 @@ out of rotation (what NOT_SERVING asks of health checkers and load balancers) fi
 replica; it only swaps the precise "cart store (redis …) unavailable" answer for no answer, and would
 flap through every sub-second Redis restart. Each call reports the outage itself (UNAVAILABLE, naming
 Redis), and the log says when Redis stops and starts answering.
+
+What does make the cart unready is the failedReadinessProbe flag: while it is on, health says
+NOT_SERVING and discovery stops sending callers here (see GrpcServer's readiness probe).
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ import logging
 
 import grpc
 
-from boutique.mesh import ServiceBinding
+from boutique.mesh import GrpcServer, ProcessInfo, ServiceBinding
+from boutique.mesh.flags import flags
+from boutique.mesh.runtime import Mesh
 from boutique.mesh.tracing import sdk_installed
 from boutique.shop.cart.service import CartService
 from boutique.shop.cart.store import CartStore, RedisCartStore, store_from_env
 from boutique.shop.proto import demo_pb2 as pb
-from boutique.shop.rpc import binding, run_server
+from boutique.shop.rpc import binding
 
 SERVICE = "cart"
 IDEMPOTENCY_KEY = "idempotency-key"  # metadata naming one AddItem, so a retry of it does not add twice
+FAILED_READINESS_PROBE = "failedReadinessProbe"  # flag: the cart says it is not ready
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,11 @@ def bindings(store: CartStore | None = None) -> list[ServiceBinding]:
     return [binding("CartService", CartServicer(CartService(store or store_from_env())))]
 
 
+def ready() -> bool:
+    """The cart's readiness probe: ready unless the failedReadinessProbe flag is on."""
+    return not flags().boolean(FAILED_READINESS_PROBE)
+
+
 async def serve() -> None:
     """Run the cart until SIGTERM, then close the store."""
     if sdk_installed():  # a CLIENT span per Redis command, inside the RPC that sent it
@@ -69,4 +80,7 @@ async def serve() -> None:
         )
     else:
         log.info("cart store: memory (carts are lost on restart; set REDIS_ADDR to keep them)")
-    await run_server(SERVICE, bindings(store), on_stop=store.close)
+    server = GrpcServer(
+        ProcessInfo.from_env(SERVICE), bindings(store), mesh=Mesh.default(), register=True, readiness=ready
+    )
+    await server.run(store.close)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
 from boutique.mesh import deadline
+from boutique.mesh.flags import flags
 from boutique.shop.cart.store import AddIdReused, CartStore, LineLimitExceeded
-from boutique.shop.errors import InvalidArgument
+from boutique.shop.errors import InvalidArgument, Reason, Unavailable
 
 CART_ADDS = Counter("boutique_shop_cart_adds", "Add-to-cart operations that succeeded.")
 CART_ITEMS_ADDED = Counter("boutique_shop_cart_items_added", "Items added to carts (quantities summed).")
@@ -23,6 +26,7 @@ MIN_ADD_QUANTITY = 1
 MAX_ADD_QUANTITY = 10
 MAX_LINE_QUANTITY = 99
 MAX_ADD_ID_LENGTH = 128
+CART_FAILURE = "cartFailure"  # flag: the fraction (0..1) of EmptyCart calls that fail
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,20 @@ def _check_add_id(add_id: str) -> None:
 
 
 class CartService:
-    """Carts keyed by user id; adding a product already in the cart raises its quantity."""
+    """Carts keyed by user id; adding a product already in the cart raises its quantity.
 
-    def __init__(self, store: CartStore, max_line_quantity: int = MAX_LINE_QUANTITY) -> None:
+    `draw` picks which calls a failure flag fails (a number in [0, 1) per call; tests pin it).
+    """
+
+    def __init__(
+        self,
+        store: CartStore,
+        max_line_quantity: int = MAX_LINE_QUANTITY,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
         self.store = store
         self.max_line_quantity = max_line_quantity
+        self.draw = draw
 
     async def add_item(self, user_id: str, product_id: str, quantity: int, add_id: str | None = None) -> int:
         """Add 1..10 of a product; returns the line's new quantity, capped at `max_line_quantity`.
@@ -90,7 +103,15 @@ class CartService:
         return [CartLine(product_id, quantity) for product_id, quantity in lines.items()]
 
     async def empty_cart(self, user_id: str) -> None:
-        """Remove every line of the user's cart."""
+        """Remove every line of the user's cart (unless the cartFailure flag fails this call)."""
         _check_id(user_id, "user_id", MAX_USER_ID_LENGTH)
         deadline.check("empty the cart")
+        fraction = flags().number(CART_FAILURE)
+        if fraction > 0 and self.draw() < fraction:
+            raise Unavailable(
+                f"EmptyCart failed on purpose: the {CART_FAILURE} flag fails {fraction:.0%} of them; "
+                "the cart is unchanged",
+                reason=Reason.FAULT_INJECTED,
+                metadata={"flag": CART_FAILURE},
+            )
         await self.store.empty(user_id)

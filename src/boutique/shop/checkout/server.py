@@ -9,9 +9,11 @@ from dataclasses import dataclass
 import grpc
 
 from boutique.mesh import ProcessInfo, ServiceBinding
+from boutique.mesh.runtime import Mesh
 from boutique.shop.cart.client import CartClient
 from boutique.shop.checkout.service import CheckoutService
 from boutique.shop.checkout.store import OrderJournal, Step, default_path
+from boutique.shop.checkout.unreachable import UnreachablePayment
 from boutique.shop.currency.client import CurrencyClient
 from boutique.shop.email.client import EmailClient
 from boutique.shop.payment.client import PaymentClient
@@ -126,12 +128,14 @@ async def serve() -> None:
     journal = OrderJournal(default_path(), owner=info.instance_id)
     clients = CheckoutClients.from_env()
     service = clients.service(journal)
+    unreachable = service.unreachable_payment = UnreachablePayment(Mesh.default())
     recovery = asyncio.create_task(recover_forever(service))
 
     async def stop() -> None:
         recovery.cancel()
         await service.drain()
         await clients.close()
+        await unreachable.close()
         journal.close()
 
     await run_server(SERVICE, bindings(service), on_stop=stop, info=info)

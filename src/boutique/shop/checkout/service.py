@@ -5,6 +5,13 @@ before the next begins. Before the shipment the caller's deadline governs: no ch
 starts once too little of it is left, and a charge whose order cannot go on is voided. After the
 shipment the order completes on checkout's own time (cart emptied, confirmation sent), even if the
 caller has gone. An order key (the `idempotency-key` of PlaceOrder) makes placing idempotent.
+
+A cart that cannot be emptied after the shipment does not undo the order (it is paid and shipped): the
+order is placed, and the failure is recorded on its span, in the journal and in a counter. The cart is
+not emptied later behind the shopper's back: by then it may hold lines added after the order.
+
+The paymentUnreachable flag, read at each charge, sends the charge to a payment address that does not
+answer (see `unreachable.py`), so the order fails as it does when payment is down: nothing charged.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import NoReturn, Protocol
@@ -23,6 +30,7 @@ from prometheus_client import Counter
 
 from boutique.mesh import deadline
 from boutique.mesh.errors import DeadlineExceeded
+from boutique.mesh.flags import flags
 from boutique.shop import money
 from boutique.shop.checkout.store import Claim, OrderJournal, OrderRecord, Step
 from boutique.shop.email_address import mask_email, validate_email
@@ -45,6 +53,10 @@ RECOVERED = Counter(
     "Orders another checkout left open (it died or stopped), finished or undone, by outcome.",
     ["outcome"],
 )
+CARTS_NOT_EMPTIED = Counter(
+    "boutique_shop_orders_cart_not_emptied",
+    "Orders placed whose cart could not be emptied afterwards (its lines stay for the shopper).",
+)
 
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 MAX_KEY_LENGTH = 128
@@ -55,6 +67,7 @@ TIME_TO_FINISH = 1.0
 OWN_TIME = 5.0
 LEASE_MARGIN = 5.0
 DECLINED = "payment declined"  # how a declined card's message begins (Online Boutique's wording)
+PAYMENT_UNREACHABLE = "paymentUnreachable"  # flag: charges go to a payment address that does not answer
 
 
 class Catalog(Protocol):
@@ -172,6 +185,7 @@ class CheckoutService:
         payment: Payment,
         email: Email,
         journal: OrderJournal | None = None,
+        unreachable_payment: Callable[[], Payment] | None = None,
     ) -> None:
         self.catalog = catalog
         self.cart = cart
@@ -180,6 +194,8 @@ class CheckoutService:
         self.payment = payment
         self.email = email
         self.journal = journal or OrderJournal()
+        # The payment client charges go to while the paymentUnreachable flag is on (made on first use).
+        self.unreachable_payment = unreachable_payment
         self._sagas: set[asyncio.Task[pb.OrderResult]] = set()
 
     # ---- pricing (no side effects) ----------------------------------------------------------
@@ -209,11 +225,20 @@ class CheckoutService:
                 raise result
         return [result for result in results if isinstance(result, pb.OrderItem)]
 
+    def _payment_to_charge(self) -> Payment:
+        """Where this charge goes: payment, or while the paymentUnreachable flag is on (read per charge, so
+        switching it off takes effect with the next order) an address of payment's that does not answer."""
+        if self.unreachable_payment is not None and flags().boolean(PAYMENT_UNREACHABLE):
+            trace.get_current_span().set_attribute("app.payment.unreachable", True)
+            return self.unreachable_payment()
+        return self.payment
+
     async def _charge(self, amount: pb.Money, card: pb.CreditCardInfo, order_id: str) -> str:
         """Charge the card; a rejected card is PAYMENT_DECLINED, telling the shopper the card's problem."""
+        payment = self._payment_to_charge()
         async with _depending_on("payment"):
             try:
-                return await self.payment.charge(amount, card, idempotency_key=order_id)
+                return await payment.charge(amount, card, idempotency_key=order_id)
             except InvalidArgument as exc:
                 said = f"{DECLINED}: {exc.public_message or exc.failure.detail}"
                 problem = {"card_problem": exc.reason} if exc.reason else {}
@@ -378,12 +403,23 @@ class CheckoutService:
     async def _complete(
         self, record: OrderRecord, request: pb.PlaceOrderRequest, order: pb.OrderResult
     ) -> None:
-        """After the shipment: empty the cart, send the confirmation, mark the order placed."""
+        """After the shipment: empty the cart, send the confirmation, mark the order placed.
+
+        A cart left full is noted on the order's span and in the journal; the order stands.
+        """
+        span = trace.get_current_span()
         with tracer.start_as_current_span("checkout: empty cart"):
-            await self._empty_cart(request.user_id)
+            not_emptied = await self._empty_cart(request.user_id)
+        note = ""
+        if not_emptied is not None:
+            span.set_attribute("app.cart.emptied", False)
+            span.add_event(
+                "cart_not_emptied", {"app.order.id": order.order_id, **not_emptied.failure.log_fields()}
+            )
+            note = f"placed, but the cart could not be emptied (its lines stay): {not_emptied}"
         with tracer.start_as_current_span("checkout: confirm"):
             await self._confirm(request.email, order)
-        await self._end(record, Step.PLACED, "")
+        await self._end(record, Step.PLACED, note)
 
     async def _end(self, record: OrderRecord, step: Step, message: str, reason: str = "") -> None:
         """Journal the attempt's last step (a failure to write is logged: recovery settles it later)."""
@@ -480,15 +516,22 @@ class CheckoutService:
         if self._sagas:
             await asyncio.wait(list(self._sagas), timeout=OWN_TIME * 2)
 
-    async def _empty_cart(self, user_id: str) -> None:
-        """Empty the cart after shipping; a failure is logged, since the order is already paid and shipped."""
+    async def _empty_cart(self, user_id: str) -> ShopError | None:
+        """Empty the cart after shipping; the failure, if it failed (on the current span, logged and
+        counted: the order is already paid and shipped, so it stands)."""
         try:
             await self.cart.empty_cart(user_id)
         except ShopError as exc:
+            CARTS_NOT_EMPTIED.inc()
+            step = trace.get_current_span()
+            step.record_exception(exc)
+            step.set_status(trace.StatusCode.ERROR, f"cart not emptied: {str(exc)[:200]}")
             log.warning(
-                "could not empty the cart after an order",
+                "could not empty the cart after an order; the order stands, the cart keeps its lines",
                 extra={"error": str(exc), **exc.failure.log_fields()},
             )
+            return exc
+        return None
 
     async def _confirm(self, email: str, order: pb.OrderResult) -> None:
         """Send the confirmation; a failure is logged and does not fail the order."""

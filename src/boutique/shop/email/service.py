@@ -15,6 +15,7 @@ import jinja2
 
 from boutique.mesh import deadline
 from boutique.shop import money
+from boutique.shop.email.leak import ConfirmationLeak
 from boutique.shop.email_address import mask_email, validate_email
 from boutique.shop.errors import InvalidArgument
 from boutique.shop.proto import demo_pb2 as pb
@@ -70,9 +71,12 @@ class Mail:
 class EmailService:
     """Renders confirmations with Jinja2 and keeps the last `keep` mails; also files them in `outbox_dir`."""
 
-    def __init__(self, outbox_dir: Path | None = None, keep: int = OUTBOX_SIZE) -> None:
+    def __init__(
+        self, outbox_dir: Path | None = None, keep: int = OUTBOX_SIZE, leak: ConfirmationLeak | None = None
+    ) -> None:
         self.outbox_dir = outbox_dir
         self.sent: deque[Mail] = deque(maxlen=keep)
+        self.leak = leak or ConfirmationLeak()
         self._templates = jinja2.Environment(
             loader=jinja2.PackageLoader(__package__ or "boutique.shop.email", "templates"),
             autoescape=True,
@@ -107,6 +111,7 @@ class EmailService:
         if self.outbox_dir is not None:
             await asyncio.to_thread(self._write, order.order_id, mail.html)
         self.sent.append(mail)
+        self.leak.confirmation_sent(mail.html)  # emailMemoryLeak: copies kept while the flag is on
         log.info(
             "order confirmation sent",
             extra={"order_id": order.order_id, "to": mask_email(email), "items": len(order.items)},

@@ -16,6 +16,7 @@ from boutique.mesh.settings import MeshSettings
 from boutique.shop.errors import ShopError
 from boutique.shop.frontend.clients import FrontendClients
 from boutique.shop.frontend.failures import ErrorPages, PageError
+from boutique.shop.frontend.images import PRODUCT_IMAGES, product_images
 from boutique.shop.frontend.middleware import ConcurrencyLimitMiddleware, GuardMiddleware, ServedByMiddleware
 from boutique.shop.frontend.pages import Pages
 from boutique.shop.frontend.rendering import Renderer
@@ -54,6 +55,7 @@ def create_site(clients: FrontendClients, settings: FrontendSettings) -> Starlet
         Route("/setCurrency", pages.set_currency, methods=["POST"], name="set_currency"),
         Route("/logout", pages.logout, methods=["GET"], name="logout"),
         Route("/_healthz", pages.healthz, methods=["GET"], name="healthz"),
+        Mount(PRODUCT_IMAGES, app=product_images(), name="product_images"),
         Mount("/static", app=StaticFiles(packages=[("boutique.shop.frontend", "static")]), name="static"),
     ]
     middleware = [

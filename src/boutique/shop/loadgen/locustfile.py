@@ -7,6 +7,10 @@ trace: a span for the action, a CLIENT span per request, and `traceparent` on ev
 frontend's spans continue the trace from the first hop (spans go out over OTLP/HTTP, which works under
 Locust's gevent).
 
+With a flag source configured (FLAGD_OFFLINE_FLAG_SOURCE_PATH, as `boutique up` sets it) the flags
+`loadGeneratorTraffic` and `loadGeneratorVUs` are read about once a second and pause the shoppers or
+change their number while the load runs (see control.py).
+
 A request the shop sheds because it is overloaded (503 with Retry-After) is neither a success nor a
 failure: it is counted under the request type SHED (its own rows in the live table, e.g. "SHED /"), and
 the shopper waits at least the Retry-After before its next task, as a polite client does.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import random
 import time
@@ -30,7 +35,10 @@ from locust.env import Environment
 from opentelemetry import propagate, trace
 
 from boutique import __version__
+from boutique.mesh.flags import flags, install_flags
+from boutique.mesh.settings import MeshSettings, SettingsError
 from boutique.mesh.tracing import setup_tracing
+from boutique.shop.loadgen.control import POLL_SECONDS, TRAFFIC, USERS, ShopperControl, steering
 from boutique.shop.loadgen.shed import SHED, retry_after
 
 CATALOG_PACKAGE = "boutique.shop.productcatalog"
@@ -42,6 +50,7 @@ TEST_CARD_CVV = "672"
 PARENT_PID_VARIABLE = "LOADGEN_PARENT_PID"
 
 tracer = trace.get_tracer("boutique.shop.loadgen")
+log = logging.getLogger("boutique.shop.loadgen")
 
 
 def action(name: str) -> Any:
@@ -202,3 +211,39 @@ def _stop_when_orphaned(environment: Environment, **_kwargs: Any) -> None:
         runner.quit()
 
     gevent.spawn(watch)
+
+
+@events.init.add_listener
+def _follow_flags(environment: Environment, **_kwargs: Any) -> None:
+    """Read the flag file (when one is configured) and, once the test starts, steer the shoppers by it."""
+    runner = environment.runner
+    options = environment.parsed_options
+    if runner is None or options is None:
+        return
+    try:
+        settings = MeshSettings.from_env().flags
+    except SettingsError as exc:
+        log.error("load generator: flags not read (%s); the shoppers run as started", exc)
+        return
+    if not settings.configured:
+        return
+    instance = os.environ.get("BOUTIQUE_INSTANCE_ID") or f"loadgen-{os.getpid()}"
+    install_flags(settings, "loadgen", instance)
+    rate = float(options.spawn_rate or 1.0)
+    control = ShopperControl(int(options.num_users or 1), lambda users: runner.start(users, rate))
+
+    def follow() -> None:
+        while True:
+            gevent.sleep(POLL_SECONDS)
+            try:
+                control.apply(steering(flags().number(TRAFFIC, 1.0), flags().number(USERS, 0.0)))
+            except Exception:
+                log.exception("load generator: could not change the number of shoppers")
+
+    started: list[gevent.Greenlet] = []
+
+    def on_test_start(**_ignored: Any) -> None:
+        if not started:  # the test starts once: the runner keeps running while paused (0 shoppers)
+            started.append(gevent.spawn(follow))
+
+    environment.events.test_start.add_listener(on_test_start)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import uuid
 from collections.abc import Callable
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from boutique.mesh import deadline
+from boutique.mesh.flags import flags
 from boutique.shop import money
-from boutique.shop.errors import FailedPrecondition, InvalidArgument, Reason
+from boutique.shop.errors import FailedPrecondition, InvalidArgument, Reason, Unavailable
 from boutique.shop.payment.store import ChargeLedger
 from boutique.shop.proto import demo_pb2 as pb
 
@@ -31,6 +33,7 @@ MAX_CVV = 9999
 MAX_KEY_LENGTH = 128
 _SEPARATORS = re.compile(r"[ -]")
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+PAYMENT_FAILURE = "paymentFailure"  # flag: the fraction (0..1) of charges that fail (nothing is charged)
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,8 @@ class PaymentService:
     Every charge is recorded in the ledger before it is answered. A charge made with an idempotency
     key returns the same transaction id when asked again instead of charging twice (a different amount
     or card under it is refused), and `refund` voids it. `after_record` runs right after a charge is
-    recorded (tests inject failures there).
+    recorded (tests inject failures there). `draw` picks which charges the paymentFailure flag fails
+    (a number in [0, 1) per charge; tests pin it).
     """
 
     def __init__(
@@ -175,10 +179,12 @@ class PaymentService:
         today: Callable[[], date] = utc_today,
         ledger: ChargeLedger | None = None,
         after_record: Callable[[], None] | None = None,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self.today = today
         self.ledger = ledger or ChargeLedger()
         self.after_record = after_record
+        self.draw = draw
 
     async def charge(self, amount: pb.Money, card: Card, idempotency_key: str | None = None) -> str:
         """Validate amount and card, then charge once per idempotency key and return the transaction id."""
@@ -190,6 +196,7 @@ class PaymentService:
         except InvalidArgument as exc:
             log.info("charge declined", extra={"reason": exc.reason, "error": str(exc)})
             raise
+        self._fail_if_flagged()
         fingerprint = f"{amount.currency_code}:{amount.units}:{amount.nanos}:{brand}:{digits[-4:]}"
         transaction_id = str(uuid.uuid4())
         key = idempotency_key if idempotency_key is not None else f"unkeyed:{transaction_id}"
@@ -217,6 +224,23 @@ class PaymentService:
             raise InvalidArgument("idempotency key was already used for a different charge")
         log.info("charge repeated", extra={"transaction_id": previous.transaction_id})
         return previous.transaction_id
+
+    def _fail_if_flagged(self) -> None:
+        """Fail this charge, before anything is recorded, when the paymentFailure flag draws it.
+
+        The charge fails with an error of the payment service, not a decline (the card is fine): the
+        shop's UNAVAILABLE, which a caller may try again later, and nothing was charged.
+        """
+        fraction = flags().number(PAYMENT_FAILURE)
+        if fraction > 0 and self.draw() < fraction:
+            log.warning("charge failed on purpose", extra={"flag": PAYMENT_FAILURE, "fraction": fraction})
+            raise Unavailable(
+                f"Charge failed on purpose: the {PAYMENT_FAILURE} flag fails {fraction:.0%} of charges; "
+                "nothing was charged",
+                reason=Reason.FAULT_INJECTED,
+                public_message="The payment could not be processed. Nothing was charged; try again later.",
+                metadata={"flag": PAYMENT_FAILURE},
+            )
 
     async def refund(self, idempotency_key: str) -> tuple[bool, str]:
         """Void the charge made under the key; (whether one was made, its transaction id).

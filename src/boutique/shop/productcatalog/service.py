@@ -9,6 +9,7 @@ from decimal import Decimal
 from importlib import resources
 
 from boutique.shop.errors import InvalidArgument, NotFound, Reason
+from boutique.shop.productcatalog.faults import DatabaseLock, check_product
 
 MAX_QUERY_LENGTH = 256
 
@@ -48,6 +49,7 @@ class CatalogService:
         self.products = list(products)
         self._by_id = {p.id: p for p in self.products}
         self.extra_latency = extra_latency
+        self.database = DatabaseLock()  # productCatalogDbLock: every call queues for one slow query
 
     async def _delay(self) -> None:
         if self.extra_latency > 0:
@@ -56,6 +58,7 @@ class CatalogService:
     async def list_products(self) -> list[Product]:
         """Every product, in catalog order."""
         await self._delay()
+        await self.database.query("ListProducts")
         return list(self.products)
 
     async def get_product(self, product_id: str) -> Product:
@@ -63,19 +66,23 @@ class CatalogService:
         await self._delay()
         if not product_id:
             raise InvalidArgument("product id is empty")
+        await self.database.query("GetProduct")
         try:
-            return self._by_id[product_id]
+            product = self._by_id[product_id]
         except KeyError:
             raise NotFound(
                 f"no product with id {product_id!r}",
                 reason=Reason.UNKNOWN_PRODUCT,
                 public_message="that product is not in the catalog",
             ) from None
+        check_product(product_id)  # productCatalogFailure
+        return product
 
     async def search(self, query: str) -> list[Product]:
         """Products whose name or description contains the query, ignoring case."""
         await self._delay()
         if len(query) > MAX_QUERY_LENGTH:
             raise InvalidArgument(f"query longer than {MAX_QUERY_LENGTH} characters")
+        await self.database.query("SearchProducts")
         needle = query.casefold()
         return [p for p in self.products if needle in p.name.casefold() or needle in p.description.casefold()]

@@ -90,6 +90,12 @@
     return `${seconds}s`;
   }
 
+  function memory(bytes) {
+    if (typeof bytes !== "number") return "—";
+    const mb = bytes / 1048576;
+    return mb >= 1024 ? `${(mb / 1024).toFixed(2)} GB` : `${mb.toFixed(mb < 10 ? 1 : 0)} MB`;
+  }
+
   function mainPort(ports) {
     return ports.grpc || ports.http || Object.values(ports).find((p) => p !== ports.metrics) || ports.metrics;
   }
@@ -108,7 +114,7 @@
     const caption = el("caption", { class: "mesh-vh" }, `Instances of ${service}`);
     const head = el("thead");
     const headRow = el("tr");
-    for (const label of ["Instance", "Address", "Status", "PID", "Version", "Uptime", "Status stream"]) {
+    for (const label of ["Instance", "Address", "Status", "PID", "Version", "Uptime", "Memory (RSS)", "Status stream"]) {
       headRow.append(el("th", { scope: "col" }, label));
     }
     head.append(headRow);
@@ -124,7 +130,7 @@
   function makeRow() {
     const row = el("tr");
     const cells = {};
-    for (const name of ["id", "address", "status", "pid", "version", "uptime", "stream"]) {
+    for (const name of ["id", "address", "status", "pid", "version", "uptime", "memory", "stream"]) {
       cells[name] = el("td");
       row.append(cells[name]);
     }
@@ -146,6 +152,8 @@
     setText(cells.pid, process.pid || "—");
     setText(cells.version, process.version || "—");
     setText(cells.uptime, uptime(process.started_at, now));
+    setText(cells.memory, memory(process.rss_bytes));
+    setAttr(cells.memory, "title", typeof process.rss_bytes === "number" ? `${process.rss_bytes} bytes resident` : "not reported");
     let stream = "live";
     let trouble = false;
     if (!process.metrics) {
