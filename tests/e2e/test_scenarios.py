@@ -24,7 +24,7 @@ from tests.e2e.harness import Up, eventually, start_up
 
 pytestmark = pytest.mark.e2e
 
-DURATION = "10s"
+DURATION = "7s"
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from boutique.flags import FlagFile
 from boutique.mesh.flags import install_flags
 from boutique.mesh.settings import FlagSettings
+from tests.e2e.harness import Up, start_up
 
 
 @pytest.fixture
@@ -36,3 +37,16 @@ def spans() -> Iterator[tuple[Any, InMemorySpanExporter]]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield provider.get_tracer("test"), exporter
     provider.shutdown()
+
+
+@pytest.fixture(scope="package")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """One `boutique up` shared by the flag modules that need no replicas (each resets the flags it sets).
+
+    Spans leave each process every 300 ms (not 5 s), so the observatory has them while a test looks.
+    """
+    running = start_up(tmp_path_factory.mktemp("flags-shop"), env={"OTEL_BSP_SCHEDULE_DELAY": "300"})
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from boutique.shop.services import BACKENDS
-from tests.e2e.harness import Up, eventually, log_events, start_up
+from tests.e2e.harness import Up, eventually, log_events
 from tests.flags.support import flag_file, set_flag
 
 pytestmark = pytest.mark.e2e
@@ -17,10 +17,10 @@ INSTANCES = [f"{name}-0" for name in [*BACKENDS, "frontend"]]
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    running = start_up(tmp_path_factory.mktemp("hot-reload"))
-    yield running
-    running.stop()
+def up(shop: Up) -> Iterator[Up]:
+    """The flag modules' shared shop."""
+    yield shop
+    flag_file(shop).reset(by="test")
 
 
 def logged(data_dir: Path, needle: str) -> set[str]:

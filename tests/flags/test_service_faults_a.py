@@ -35,7 +35,7 @@ from boutique.shop.productcatalog.service import CatalogService, load_products
 from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.recommendation.cache import RECOMMENDATION_CACHE_FAILURE, GrowingCache
 from boutique.shop.recommendation.service import RecommendationService
-from tests.e2e.harness import Up, eventually, start_up
+from tests.e2e.harness import Up, eventually
 from tests.flags.support import (
     mesh_status,
     now_us,
@@ -241,10 +241,11 @@ def test_the_mesh_page_reads_process_memory_from_the_status_document() -> None:
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    running = start_up(tmp_path_factory.mktemp("service-faults-a"), env={"OTEL_BSP_SCHEDULE_DELAY": "300"})
-    yield running
-    running.stop()
+def up(shop: Up) -> Iterator[Up]:
+    """The flag modules' shared shop, with every flag as shipped before and after this module."""
+    reset_flags(shop)
+    yield shop
+    reset_flags(shop)
 
 
 def changes_taken(up: Up, service: str, flag: str) -> int:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.harness import Up, eventually, start_up
+from tests.e2e.harness import Up, eventually
 from tests.faults.orders import Books
 from tests.faults.traffic import traceparent
 from tests.flags.support import flag_file, mesh_status, observatory, reset_flags, spans_of, tag, traces
@@ -31,11 +31,11 @@ IMAGE = "/static/img/products/sunglasses.svg"
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    # Spans leave each process every 300 ms (not 5 s), so the observatory has them while the test looks.
-    running = start_up(tmp_path_factory.mktemp("service-faults-b"), env={"OTEL_BSP_SCHEDULE_DELAY": "300"})
-    yield running
-    running.stop()
+def up(shop: Up) -> Iterator[Up]:
+    """The flag modules' shared shop, with every flag as shipped before and after this module."""
+    reset_flags(shop)
+    yield shop
+    reset_flags(shop)
 
 
 @pytest.fixture(autouse=True)
