@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
 import json
 import os
 import pty
@@ -19,20 +21,50 @@ HIGHLIGHT = "\033[1;33m"
 
 
 def boutique(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `boutique ARGS` in `cwd` with no flag variables of the caller's environment (but those in `env`)."""
+    """Run `boutique ARGS` in `cwd` with no flag variables of the caller's environment (but those in `env`).
+
+    The command runs in this process (`boutique.cli.main`, what the console script calls), which keeps
+    the many cases here fast; `test_one_real_command_line` runs it as a separate program.
+    """
+    from boutique.cli import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    for name in ("FLAGD_OFFLINE_FLAG_SOURCE_PATH", "BOUTIQUE_DATA_DIR"):
+        os.environ.pop(name, None)
+    os.environ.update(env or {})
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse's own errors
+                code = int(exit_.code or 0)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["boutique", *args], code, out.getvalue(), err.getvalue())
+
+
+def test_one_real_command_line(tmp_path: Path) -> None:
+    FlagFile(tmp_path / "flags.json").seed()
     base = {
         k: v
         for k, v in os.environ.items()
         if k not in ("FLAGD_OFFLINE_FLAG_SOURCE_PATH", "BOUTIQUE_DATA_DIR")
     }
-    return subprocess.run(
-        [sys.executable, "-m", "boutique.cli", *args],
-        cwd=cwd,
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    command = [sys.executable, "-m", "boutique.cli", "flags"]
+    done = subprocess.run(
+        [*command, "set", "adFailure", "on", "--file", str(tmp_path / "flags.json")],
+        env=base, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and "adFailure: off → on" in done.stdout, done.stderr
+    wrong = subprocess.run(
+        [*command, "set", "adFailure", "maybe", "--file", str(tmp_path / "flags.json")],
+        env=base, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "no variant 'maybe'" in wrong.stderr
 
 
 @pytest.fixture
