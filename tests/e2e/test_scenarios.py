@@ -24,7 +24,7 @@ from tests.e2e.harness import Up, eventually, start_up
 
 pytestmark = pytest.mark.e2e
 
-DURATION = "7s"
+DURATION = "10s"
 
 
 @pytest.fixture(scope="module")
