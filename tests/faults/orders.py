@@ -57,7 +57,7 @@ def _outcome(response: httpx.Response | None) -> tuple[int, str, str]:
     return response.status_code, "failed", ""
 
 
-def _form(page: str) -> dict[str, str]:
+def checkout_form(page: str) -> dict[str, str]:
     """The cart page's checkout form, as a browser would send it (the prefilled sample values)."""
     fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page))
     for name in ("credit_card_expiration_month", "credit_card_expiration_year"):
@@ -109,7 +109,7 @@ class Checkouts:
                 if found is None:  # the cart page failed (a dependency down): try again later
                     self._stop.wait(self.pause)
                     continue
-                form = _form(page)
+                form = checkout_form(page)
                 made = [self._submit(client, found.group(1), form)]
                 if round_ % 4 == 1:  # the same form again: a double click or a browser retry
                     made.append(self._submit(client, found.group(1), form))

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +34,6 @@ from boutique.run.status import event_line
 from boutique.run.supervisor import Child, Supervisor
 from tests.observatory.process import ObservatoryProcess, start_observatory
 
-DISK_MB = 64
 THRESHOLD = 4 << 20  # the store checkpoints once its write-ahead log passes this
 SPANS_PER_TRACE = 20
 PAYLOAD_BYTES = 256  # random, so that nothing compresses the disk's filling away
@@ -45,29 +42,6 @@ SENDERS = ("http", "http", "grpc", "grpc")  # the transport of each sending thre
 MAX_REQUESTS = 20_000  # per fill, across the senders: the disk is full long before
 RECOVERY_BOUND = 60.0  # seconds: "eventually", not a timing target
 SERVICE = "disk-filler"
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs of DISK_MB MiB mounted for this test (root only), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root (CI runs as root)")
-    if shutil.which("mount") is None:
-        pytest.skip("needs mount(8): install util-linux")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 @pytest.fixture

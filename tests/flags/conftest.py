@@ -16,6 +16,7 @@ from boutique.flags import FlagFile
 from boutique.mesh.flags import install_flags
 from boutique.mesh.settings import FlagSettings
 from tests.e2e.harness import Up, start_up
+from tests.mesh.conftest import registry  # noqa: F401  (the embedded registry, for the readiness tests)
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from boutique.shop.proto import demo_pb2 as pb
 from boutique.shop.recommendation.cache import RECOMMENDATION_CACHE_FAILURE, GrowingCache
 from boutique.shop.recommendation.service import RecommendationService
 from tests.e2e.harness import Up, eventually
+from tests.faults.orders import checkout_form
 from tests.flags.support import (
     mesh_status,
     now_us,
@@ -483,16 +484,6 @@ def test_ad_manual_gc_pauses_every_ad_call_and_records_the_pause(up: Up) -> None
 
 
 ORDER_ID = re.compile(r'<code class="order-id">([^<]+)</code>')
-
-
-def checkout_form(page: str) -> dict[str, str]:
-    """The cart page's checkout form with its prefilled values, as a browser sends it."""
-    fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page))
-    for name in ("credit_card_expiration_month", "credit_card_expiration_year"):
-        chosen = re.search(rf'<select[^>]*name="{name}".*?<option value="([^"]+)"[^>]*selected', page, re.S)
-        if chosen:
-            fields[name] = chosen.group(1)
-    return fields
 
 
 def place_order(up: Up, product: str) -> str:

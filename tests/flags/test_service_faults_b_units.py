@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -248,16 +247,6 @@ async def test_the_worker_pool_lets_one_quote_work_at_a_time(flag_file: FlagFile
 
 
 # ---- readiness: health, the registry's view and callers' watches ------------------------------------
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[RegistryServer]:
-    server = RegistryServer(port=0)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def health_of(port: int) -> str:

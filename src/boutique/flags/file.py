@@ -12,6 +12,7 @@ import copy
 import fcntl
 import getpass
 import json
+import logging
 import os
 import tempfile
 import time
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("boutique.flags")
 
 DEFAULT_FILE = Path(__file__).with_name("default.flagd.json")
 SCHEMA = "https://flagd.dev/schema/v0/flags.json"
@@ -331,10 +334,17 @@ class FlagFile:
             raise
 
     def _remember(self, change: Change) -> None:
-        """Append one line; a line a crash cut short is ended first, so it costs only itself."""
-        with open(self.history_path, "ab+") as out:
-            torn = out.tell() > 0 and (out.seek(-1, os.SEEK_END), out.read(1))[1] != b"\n"
-            out.write((b"\n" if torn else b"") + json.dumps(asdict(change)).encode() + b"\n")
+        """Append one line; a line a crash cut short is ended first, so it costs only itself.
+
+        The change is already made when this runs, so a history that cannot be written (a full disk)
+        is logged, not raised: the caller must not be told a change that happened did not.
+        """
+        try:
+            with open(self.history_path, "ab+") as out:
+                torn = out.tell() > 0 and (out.seek(-1, os.SEEK_END), out.read(1))[1] != b"\n"
+                out.write((b"\n" if torn else b"") + json.dumps(asdict(change)).encode() + b"\n")
+        except OSError as exc:
+            log.warning("flags: %s set, but its history could not be written (%s)", change.flag, exc)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

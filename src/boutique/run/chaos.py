@@ -293,15 +293,8 @@ def wait_serving(
 async def serving_again(
     data_dir: Path, victim: Target, timeout: float = 60.0, by: str | None = None
 ) -> Target | None:
-    """`wait_serving` for async callers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        again = _restarted(data_dir, victim)
-        if again is not None:
-            _record_recovery(data_dir, victim, again, by)
-            return again
-        await asyncio.sleep(0.1)
-    return None
+    """`wait_serving` for async callers (in a worker thread, so the event loop keeps running)."""
+    return await asyncio.to_thread(wait_serving, data_dir, victim, timeout, by)
 
 
 def _record_recovery(data_dir: Path, victim: Target, again: Target, by: str | None) -> None:

@@ -256,6 +256,10 @@ class FlagPages:
             change = await run_in_threadpool(file.set, name, variant, by, when, percent)
         except FlagFileError as exc:
             raise ApiError(400, str(exc)) from None
+        except OSError as exc:  # a full disk, a vanished directory: the rename never happened
+            raise ApiError(
+                507, f"could not write {file.path} ({exc.strerror or exc}); nothing changed"
+            ) from None
         return JSONResponse({"change": change_json(change), "flag": (await self._view(file, name)).as_json()})
 
     async def reset(self, request: Request) -> Response:
@@ -273,6 +277,10 @@ class FlagPages:
             changes = await run_in_threadpool(file.reset, by, names)
         except FlagFileError as exc:
             raise ApiError(400, str(exc)) from None
+        except OSError as exc:
+            raise ApiError(
+                507, f"could not write {file.path} ({exc.strerror or exc}); nothing changed"
+            ) from None
         views = await self._views(file)
         return JSONResponse(
             {"changes": [change_json(c) for c in changes], "flags": [v.as_json() for v in views]}
