@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,18 @@ def test_a_change_to_the_file_takes_effect_without_a_restart(flag_file: FlagFile
     print(f"\nreloaded in {wait_for(flags, 'cartFailure', 0.75):.2f}s")
     flag_file.reset(by="test")
     wait_for(flags, "cartFailure", 0.0)
+
+
+def test_a_write_in_the_same_clock_tick_as_the_last_is_still_seen(flag_file: FlagFile, flags: Flags) -> None:
+    before = flag_file.path.stat().st_mtime_ns
+    flag_file.set("cartFailure", "75%", by="test")
+    os.utime(flag_file.path, ns=(before, before))  # as a coarse clock stamps two quick writes
+    wait_for(flags, "cartFailure", 0.75)
+    flag_file.path.write_text(
+        flag_file.path.read_text().replace('"defaultVariant": "75%"', '"defaultVariant": "100%"')
+    )
+    os.utime(flag_file.path, ns=(before, before))  # and a change in place, same inode and the same stamp
+    wait_for(flags, "cartFailure", 1.0)
 
 
 def test_targeting_sees_the_attributes_and_the_identity(flag_file: FlagFile, flags: Flags) -> None:

@@ -48,7 +48,7 @@ def row(driver: Any, span_id: str) -> list[WebElement]:
 
 
 def complete_checkout(observatory: str) -> str | None:
-    """A checkout trace whose every span has arrived: one root, the shopper's action, and no orphan.
+    """A placed order's trace whose every span has arrived: one root, the shopper's action, and no orphan.
 
     The newest traces may still miss spans (each process exports in batches; a root ends, and so is
     exported, last), and the page then measures the critical path from whichever root is longest.
@@ -67,7 +67,13 @@ def complete_checkout(observatory: str) -> str | None:
     for trace in found:
         ids = {span["spanID"] for span in trace["spans"]}
         roots = [s for s in trace["spans"] if not any(r["spanID"] in ids for r in s["references"])]
-        if len(roots) == 1 and trace["processes"][roots[0]["processID"]]["serviceName"] == "loadgen":
+        services = {process["serviceName"] for process in trace["processes"].values()}
+        whole_order = {"payment", "email"} <= services  # an order that failed before charging is no use here
+        if (
+            len(roots) == 1
+            and trace["processes"][roots[0]["processID"]]["serviceName"] == "loadgen"
+            and whole_order
+        ):
             return str(trace["traceID"])
     return None
 

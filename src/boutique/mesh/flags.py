@@ -118,12 +118,15 @@ def _provider(settings: FlagSettings) -> Any:
     from openfeature.contrib.provider.flagd import FlagdProvider
     from openfeature.contrib.provider.flagd.config import ResolverType
 
+    from boutique.mesh.flag_watch import watch_every_write
+
     if settings.source_path:
         provider = FlagdProvider(
             resolver_type=ResolverType.FILE,
             offline_flag_source_path=settings.source_path,
             deadline_ms=settings.poll_ms,
         )
+        watch_every_write(provider)
         _refuse_bad_documents(provider)
         return provider
     resolver = ResolverType.IN_PROCESS if settings.resolver == "in-process" else ResolverType.RPC
