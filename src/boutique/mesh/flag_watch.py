@@ -47,7 +47,7 @@ class _EveryWriteWatcher(FileWatcher):
 
 def watch_every_write(provider: Any) -> None:
     """Swap the provider's file watcher for one that sees every write (see `_EveryWriteWatcher`)."""
-    resolver = getattr(provider, "resolver", None)
+    resolver: Any = getattr(provider, "resolver", None)
     watcher = getattr(resolver, "connector", None)
     if not isinstance(watcher, FileWatcher):
         raise RuntimeError("the flagd provider's file watcher has changed; the flag file watch cannot attach")
