@@ -8,7 +8,8 @@ DEVSTAMP := $(VENV)/.installed-dev
 .PHONY: up test lint format proto bench screenshots clean
 
 # uv installs the ~50 wheels in a few seconds where pip takes over twenty; pip stays the fallback.
-PIP_INSTALL = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install -q --python $(BIN)/python $(1); \
+# Bytecode is compiled at install: otherwise the first start of every process compiles it, all at once.
+PIP_INSTALL = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $(1); \
 	else $(BIN)/pip install -q $(1); fi
 
 $(BIN)/python:

@@ -62,8 +62,11 @@ class _Gunzip:
         return b"".join(self.parts)
 
 
-async def read_body(request: Request, limits: Limits) -> bytes:
-    """The request body, gunzipped if so encoded; `Refused` for 400 / 413 / 415 conditions."""
+async def read_body(request: Request, limits: Limits, allow_empty: bool = False) -> bytes:
+    """The request body, gunzipped if so encoded; `Refused` for 400 / 413 / 415 conditions.
+
+    An empty body is refused (400) unless `allow_empty`, when it is returned as b"".
+    """
     limit = limits.max_body_bytes
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip", "x-gzip"):
@@ -85,10 +88,12 @@ async def read_body(request: Request, limits: Limits) -> bytes:
             parts.append(chunk)
         elif chunk:
             gunzip.feed(chunk)
+    if size == 0 and allow_empty:
+        return b""
     if size == 0:
         raise Refused(400, "the request body is empty")
     body = b"".join(parts) if gunzip is None else gunzip.finish()
-    if not body:
+    if not body and not allow_empty:
         raise Refused(400, "the request body is empty")
     return body
 

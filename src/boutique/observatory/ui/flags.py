@@ -32,6 +32,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from boutique.flags import Change, FlagFile, FlagFileError, FlagView, local_user
+from boutique.observatory.receivers.base import Limits
+from boutique.observatory.receivers.http import Refused, read_body
 from boutique.observatory.ui.pages import render
 from boutique.observatory.ui.timefmt import ago, now_us, utc_text
 
@@ -106,17 +108,10 @@ def by_text(change: Change | None) -> tuple[str, str]:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The request's JSON body (None when it has none); 413 past `limit` bytes, 415 / 400 when not JSON."""
-    declared = request.headers.get("content-length", "").strip()
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the body is larger than {limit} bytes")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the body is larger than {limit} bytes")
-        parts.append(chunk)
-    raw = b"".join(parts)
+    try:
+        raw = await read_body(request, Limits(max_body_bytes=limit), allow_empty=True)
+    except Refused as refused:
+        raise ApiError(refused.status, refused.message) from None
     if not raw.strip():
         return None
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
