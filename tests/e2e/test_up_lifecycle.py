@@ -34,14 +34,19 @@ def test_ctrl_c_leaves_no_child_running(tmp_path: Path) -> None:
     up = start_up(tmp_path)
     children = up.descendants()
     assert len(children) >= 10, [c.name() for c in children]
+    currency = next(p for p in up.state()["processes"] if p["service"] == "currency")
+    os.kill(currency["pid"], signal.SIGSTOP)  # a stopped process hears SIGTERM only once it is continued
     assert up.stop() == 0
     time.sleep(0.5)
     survivors = [c.pid for c in children if _alive(c)]
     assert survivors == [], f"processes left running after Ctrl-C: {survivors}"
     assert "Traceback" not in up.text(), up.text()
     assert "every process has exited" in up.text()
-    for name, text in read_logs(tmp_path).items():
+    logs = read_logs(tmp_path)
+    for name, text in logs.items():
         assert "Traceback" not in text, f"{name} printed a traceback on shutdown"
+    stopped = [text for name, text in logs.items() if name.startswith("currency")]
+    assert stopped and '"event": "stopped"' in stopped[0], "the stopped process shut down cleanly, not killed"
 
 
 def test_busy_frontend_port_is_a_clear_error(tmp_path: Path) -> None:
