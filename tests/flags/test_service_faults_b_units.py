@@ -151,7 +151,8 @@ async def test_the_unreachable_payment_refuses_at_once_and_is_listed_in_the_mesh
         socket.create_connection(tuple(address.split(":")), timeout=2)  # type: ignore[arg-type]
     held.close()
     mesh = Mesh("checkout")
-    unreachable = UnreachablePayment(mesh)
+    flag = {"on": True}
+    unreachable = UnreachablePayment(mesh, lambda: flag["on"], every=0.05)
     client = unreachable()
     assert unreachable() is client and "payment-unreachable" in mesh.dependencies
     with pytest.raises(Unavailable) as failed:
@@ -160,6 +161,13 @@ async def test_the_unreachable_payment_refuses_at_once_and_is_listed_in_the_mesh
     assert failed.value.dependency_path == ("payment",)  # the shopper is told payment failed
     snapshot = mesh.snapshot()
     assert snapshot[0]["breaker"]["name"] == "checkout->payment-unreachable"
+    flag["on"] = False  # switched off: the dependency leaves the mesh with no charge coming along
+    for _ in range(100):
+        if "payment-unreachable" not in mesh.dependencies:
+            break
+        await asyncio.sleep(0.05)
+    assert "payment-unreachable" not in mesh.dependencies
+    assert unreachable() is not client  # on again: a fresh client
     await unreachable.close()
     assert "payment-unreachable" not in mesh.dependencies
 

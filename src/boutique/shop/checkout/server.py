@@ -128,7 +128,9 @@ async def serve() -> None:
     journal = OrderJournal(default_path(), owner=info.instance_id)
     clients = CheckoutClients.from_env()
     service = clients.service(journal)
-    unreachable = service.unreachable_payment = UnreachablePayment(Mesh.default())
+    unreachable = service.unreachable_payment = UnreachablePayment(
+        Mesh.default(), service.payment_unreachable
+    )
     recovery = asyncio.create_task(recover_forever(service))
 
     async def stop() -> None:

@@ -225,10 +225,15 @@ class CheckoutService:
                 raise result
         return [result for result in results if isinstance(result, pb.OrderItem)]
 
+    @staticmethod
+    def payment_unreachable() -> bool:
+        """Whether the paymentUnreachable flag is on (evaluated on the current span, where it fires)."""
+        return flags().boolean(PAYMENT_UNREACHABLE)
+
     def _payment_to_charge(self) -> Payment:
         """Where this charge goes: payment, or while the paymentUnreachable flag is on (read per charge, so
         switching it off takes effect with the next order) an address of payment's that does not answer."""
-        if self.unreachable_payment is not None and flags().boolean(PAYMENT_UNREACHABLE):
+        if self.unreachable_payment is not None and self.payment_unreachable():
             trace.get_current_span().set_attribute("app.payment.unreachable", True)
             return self.unreachable_payment()
         return self.payment
