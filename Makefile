@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: up test lint format proto bench screenshots clean
+.PHONY: up test lint format proto bench screenshots clean image test-containers
 
 # uv installs the ~50 wheels in a few seconds where pip takes over twenty; pip stays the fallback.
 # Bytecode is compiled at install: otherwise the first start of every process compiles it, all at once.
@@ -31,6 +31,14 @@ up: $(STAMP)
 ## test: install the dev extras and run every check and test
 test: $(DEVSTAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## image: build the container image localhost/boutique:dev with podman (docs/containers.md)
+image:
+	deploy/containers/image.sh
+
+## test-containers: build the image and run the shop as containers (podman kube play), then remove them
+test-containers: $(DEVSTAMP)
+	$(BIN)/pytest tests/containers $(PYTEST_ARGS)
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check .

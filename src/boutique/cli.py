@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from boutique import __version__
 from boutique.mesh import MeshSettings, ProcessInfo, SettingsError, configure_logging
 from boutique.mesh.flags import install_flags
+from boutique.mesh.stopping import AT_EXIT, process_stop
 from boutique.mesh.tracing import setup_tracing
 from boutique.shop.services import SERVICES
 
@@ -39,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     tracing = setup_tracing(spec.name, info.instance_id, __version__, settings.tracing)
     install_flags(settings.flags, spec.name, info.instance_id)
     entry = spec.entry_point()
+    stopping = process_stop()
     try:
         asyncio.run(entry())
     except (OSError, RuntimeError, ValueError) as exc:  # configuration and port problems: one clear line
@@ -47,8 +51,22 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        tracing.shutdown()  # export what is still batched before the process ends
+        # export what is still queued before the process ends, within what is left of a signalled stop
+        tracing.shutdown(stopping.allow(float("inf"), keep=AT_EXIT) if stopping.started else None)
+    if stopping.started:
+        _end_now(0)
     return 0
+
+
+def _end_now(code: int) -> NoReturn:
+    """End the process at once after a signalled stop. Servers, stores and clients are closed and the last
+    spans delivered or spooled by now; tearing the interpreter down as well (0.3 s of module finalization,
+    seconds on a busy machine) would only delay the exit that a platform stopping everything waits for."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _registry(args: argparse.Namespace) -> int:
@@ -275,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     registry = commands.add_parser("registry", help="run the embedded service registry (HTTP/JSON)")
-    registry.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    registry.add_argument(
+        "--host", default=_bind_host(), help="bind address (default $BIND_HOST, else 127.0.0.1)"
+    )
     registry.add_argument("--port", type=int, default=7600, help="port (default 7600)")
     registry.add_argument("--token", default="", help="bearer token; required when not on loopback")
     registry.add_argument("--log-level", default="INFO", help="log level (default INFO)")
@@ -285,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         "observatory",
         help="run the telemetry backend: OTLP and Zipkin receivers, store, Jaeger-compatible API",
     )
-    observatory.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    observatory.add_argument(
+        "--host", default=_bind_host(), help="bind address (default $BIND_HOST, else 127.0.0.1)"
+    )
     observatory.add_argument("--port", type=int, default=16686, help="query API and UI port (default 16686)")
     observatory.add_argument("--otlp-grpc-port", type=int, default=4317, help="OTLP/gRPC port (default 4317)")
     observatory.add_argument("--otlp-http-port", type=int, default=4318, help="OTLP/HTTP port (default 4318)")
@@ -412,8 +434,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `boutique` console script."""
     args = build_parser().parse_args(argv)
     with contextlib.suppress(BrokenPipeError):
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        except SettingsError as exc:  # e.g. BOUTIQUE_LOG_STREAM, read where any command sets up its logs
+            print(f"boutique {args.command}: {exc}", file=sys.stderr)
+            return 2
     return 0
+
+
+def _bind_host() -> str:
+    """The default bind address of the registry and the observatory: BIND_HOST, else loopback."""
+    return os.environ.get("BIND_HOST", "").strip() or "127.0.0.1"
 
 
 if __name__ == "__main__":

@@ -20,22 +20,13 @@ import pytest
 
 from boutique.shop.services import SERVICES
 from tests.e2e.harness import Up, eventually, log_events, read_logs, start_up
+from tests.faults.orders import CHECKOUT_SERVICES
 
 pytestmark = pytest.mark.e2e
 
 CARD = "5555-5555-5555-4444"  # a valid Mastercard test number, not the load generator's
 CVV = "9183"
 TEST_CARD_NUMBER, TEST_CARD_CVV = "4432-8015-6152-0454", "672"  # the load generator's (locustfile.py)
-CHECKOUT_SERVICES = {
-    "frontend",
-    "checkout",
-    "cart",
-    "productcatalog",
-    "currency",
-    "shipping",
-    "payment",
-    "email",
-}
 
 
 def ids() -> tuple[str, str]:

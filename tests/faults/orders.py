@@ -23,6 +23,17 @@ from tests.faults.traffic import PRODUCTS
 ORDER_ID = re.compile(r'<code class="order-id">([^<]+)</code>')
 ORDER_KEY = re.compile(r'name="order_key" value="([^"]+)"')
 SESSION_COOKIE = "shop_session-id"
+# Every service one placed order passes through (its trace holds each of them).
+CHECKOUT_SERVICES = {
+    "frontend",
+    "checkout",
+    "cart",
+    "productcatalog",
+    "currency",
+    "shipping",
+    "payment",
+    "email",
+}
 
 
 @dataclass(frozen=True)

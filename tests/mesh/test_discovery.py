@@ -205,7 +205,7 @@ import asyncio, json, logging, sys
 from boutique.mesh.discovery import DnsResolver
 
 async def main() -> None:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(message)s")  # repeats are debug
     async for instances in DnsResolver(sys.argv[1], 7070, interval=0.1).watch("cart"):
         print(json.dumps(sorted(i.id for i in instances)), flush=True)
 

@@ -308,6 +308,7 @@ async def test_the_command_keeps_the_targets_current_until_sigterm(
         *_command("--out", str(out), "--registry", registry.url, "--refresh", "100ms"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "BOUTIQUE_LOG_STREAM": "stderr"},  # its logs, even where it runs in a container
     )
     try:
         await wait_until(lambda: listed(out / "targets.json") == [("cart", "cart-0", "127.0.0.1:9101")])

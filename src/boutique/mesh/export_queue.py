@@ -102,6 +102,7 @@ class SendingQueue(SpanProcessor):
         self._cond = threading.Condition()
         self._flushing = 0
         self._stopping = False
+        self._shutdown_timeout = self.settings.shutdown_timeout
         self._retry_at = 0.0
         self._failures_in_row = 0
         self._outage_since: float | None = None
@@ -142,15 +143,23 @@ class SendingQueue(SpanProcessor):
             finally:
                 self._flushing -= 1
 
-    def shutdown(self) -> None:
-        """Deliver what is queued within the shutdown timeout, spool the rest, stop the thread."""
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Deliver what is queued within the shutdown timeout (or `timeout`, when that is shorter: what is
+        left of the process's stop), spool the rest, stop the thread."""
+        limit = (
+            self.settings.shutdown_timeout
+            if timeout is None
+            else min(timeout, self.settings.shutdown_timeout)
+        )
         with self._cond:
             if self._stopping:
                 return
             self._stopping = True
+            self._shutdown_timeout = limit
             self._retry_at = 0.0
             self._cond.notify_all()
-        self._thread.join(self.settings.shutdown_timeout + 2.0)
+        # A send in flight may outlast the limit by its own timeout; a bounded stop does not wait it out.
+        self._thread.join(limit + (2.0 if timeout is None else 0.2))
         if self._transport is not None:
             with contextlib.suppress(Exception):
                 self._transport.close()
@@ -372,7 +381,7 @@ class SendingQueue(SpanProcessor):
 
     def _drain_for_shutdown(self) -> None:
         """Try to deliver within the shutdown timeout; spool (or count as dropped) what is left."""
-        until = time.monotonic() + self.settings.shutdown_timeout
+        until = time.monotonic() + self._shutdown_timeout
         while time.monotonic() < until:
             with self._cond:
                 if not self._requests:

@@ -26,13 +26,14 @@ class Instance:
     status: str = PASSING
 
     def endpoint(self, port: str = "grpc") -> str:
-        """host:port of the named port (the first port when that name is absent)."""
+        """host:port of the named port (the first port when that name is absent); IPv6 in brackets."""
         number = self.ports.get(port)
         if number is None:
             if not self.ports:
                 raise ValueError(f"instance {self.id} has no ports")
             number = next(iter(self.ports.values()))
-        return f"{self.host}:{number}"
+        bare_ipv6 = ":" in self.host and not self.host.startswith("[")
+        return f"[{self.host}]:{number}" if bare_ipv6 else f"{self.host}:{number}"
 
     @property
     def weight(self) -> float:

@@ -1,14 +1,23 @@
-"""JSON logs, one object per line on stderr, tagged with service, instance and the active trace."""
+"""JSON logs, one object per line, tagged with service, instance and the active trace.
+
+On stderr on one machine; on stdout in a container (`/run/.containerenv` or `/.dockerenv` exists, or
+KUBERNETES_SERVICE_HOST is set), where the platform collects stdout. BOUTIQUE_LOG_STREAM=stdout|stderr
+chooses either way.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from opentelemetry import trace
+
+from boutique.mesh.settings import SettingsError
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -43,9 +52,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(service: str, instance: str, level: str = "INFO") -> None:
-    """Route every logger of this process to stderr as JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+STREAMS = ("stdout", "stderr")
+CONTAINER_MARKS = ("/run/.containerenv", "/.dockerenv")  # podman's and Docker's
+
+
+def in_container(
+    environ: Mapping[str, str] | None = None, exists: Callable[[str], bool] = os.path.exists
+) -> bool:
+    """Whether this process runs in a container or a Kubernetes pod."""
+    environ = os.environ if environ is None else environ
+    return bool(environ.get("KUBERNETES_SERVICE_HOST", "").strip()) or any(map(exists, CONTAINER_MARKS))
+
+
+def log_stream(
+    environ: Mapping[str, str] | None = None, exists: Callable[[str], bool] = os.path.exists
+) -> str:
+    """Where logs go: BOUTIQUE_LOG_STREAM when set, else stdout in a container and stderr elsewhere."""
+    environ = os.environ if environ is None else environ
+    chosen = environ.get("BOUTIQUE_LOG_STREAM", "").strip().lower()
+    if chosen and chosen not in STREAMS:
+        raise SettingsError(f"BOUTIQUE_LOG_STREAM must be stdout or stderr, got {chosen!r}")
+    return chosen or ("stdout" if in_container(environ, exists) else "stderr")
+
+
+def configure_logging(service: str, instance: str, level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Route every logger of this process to `stream` (default: `log_stream()`'s) as JSON lines."""
+    if stream is None:
+        stream = sys.stdout if log_stream() == "stdout" else sys.stderr
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(service, instance))
     root = logging.getLogger()
     root.handlers[:] = [handler]

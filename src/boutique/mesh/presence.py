@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from boutique.mesh.instance import Instance
 from boutique.mesh.runtime import Mesh
 from boutique.mesh.settings import MeshSettings
 from boutique.mesh.status import StatusServer
+from boutique.mesh.stopping import DEREGISTER_AT_MOST
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,8 @@ class Presence:
 
     Order of life: `start_status()` → serve → `announce(ports)` → … → `withdraw()` (deregister, so
     callers move away before the drain) → stop serving → `close()`. The status endpoints and the
-    registration follow `settings` (default: the mesh's, else the process's).
+    registration follow `settings` (default: the mesh's, else the process's). Discovery gets the
+    process's advertised address (`ProcessInfo.advertise_host`), never the wildcard it may listen on.
 
     A server whose readiness can change passes `health_check` (how a registry can check it, e.g. its
     gRPC health) and calls `set_ready`; see there how callers then stop and resume routing here.
@@ -61,7 +64,14 @@ class Presence:
             health=lambda: self.serving and self.ready,
         )
         self.metrics_port = await self.status.start()
-        log.info("status endpoints", extra={"address": f"{self.status.host}:{self.metrics_port}"})
+        log.info(
+            "status endpoints",
+            extra={
+                "address": f"{self.status.host}:{self.metrics_port}",
+                "advertised": f"{self.info.advertise_host}:{self.metrics_port}",
+                "control_token": bool(status.token),
+            },
+        )
         return self.metrics_port
 
     def instance(self, ports: dict[str, int]) -> Instance:
@@ -71,7 +81,7 @@ class Presence:
         return Instance(
             service=self.info.service,
             id=self.info.instance_id,
-            host=self.info.host,
+            host=self.info.advertise_host,
             ports=ports,
             metadata={
                 "pid": str(os.getpid()),
@@ -120,16 +130,23 @@ class Presence:
                 "discovery did not take the readiness change", extra={"ready": ready, "error": str(exc)}
             )
 
-    async def withdraw(self) -> None:
-        """Mark not serving and deregister; discovery trouble never blocks a shutdown."""
+    async def withdraw(self, within: float = DEREGISTER_AT_MOST) -> None:
+        """Mark not serving and deregister, giving discovery at most `within` seconds: a registry or etcd
+        that is stopping too (or unreachable) never holds up a shutdown; the lease then expires."""
         self.serving = False
         if self.registrar is None:
             return
+        registrar, self.registrar = self.registrar, None
         try:
-            await self.registrar.deregister()
+            async with asyncio.timeout(within):
+                await registrar.deregister()
+        except TimeoutError:
+            log.warning(
+                "deregistration unanswered; the registration expires with its lease",
+                extra={"waited_seconds": round(within, 3), "ttl_seconds": self.settings.discovery.ttl},
+            )
         except Exception as exc:
             log.warning("deregistration failed", extra={"error": str(exc)})
-        self.registrar = None
 
     async def close(self) -> None:
         """Close the mesh's dependencies and the status server."""

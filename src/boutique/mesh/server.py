@@ -26,6 +26,7 @@ from boutique.mesh.presence import Presence
 from boutique.mesh.resilience.limiter import ConcurrencyLimiter, LimiterSettings
 from boutique.mesh.runtime import Mesh
 from boutique.mesh.settings import MeshSettings
+from boutique.mesh.stopping import AFTER_SERVING, DEREGISTER_AT_MOST, StopClock, process_stop
 from boutique.mesh.tracing import tracing_on
 from boutique.signals import stop_on_signals
 
@@ -286,6 +287,7 @@ class GrpcServer:
         if drain_delay is None:
             drain_delay = settings.process.drain_delay
         self.drain_delay = default_delay if drain_delay is None else drain_delay
+        self.stop_timeout = settings.process.stop_timeout  # the whole stop, whatever is still in flight
         self.port = 0
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -312,7 +314,8 @@ class GrpcServer:
         server.add_generic_rpc_handlers(
             [generic_handler(b, self.info.instance_id, self.limiter) for b in self.bindings]
         )
-        address = f"{self.info.host}:{self.info.port}"
+        host = self.info.host
+        address = f"[{host}]:{self.info.port}" if ":" in host else f"{host}:{self.info.port}"
         try:
             self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
@@ -322,7 +325,7 @@ class GrpcServer:
         if self.limiter is not None:
             LIMITER_STATS.track(self.limiter)
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", extra={"address": f"{self.info.host}:{self.port}"})
+        log.info("serving", extra={"address": f"{host}:{self.port}", "advertised": self.info.advertise_host})
         return self.port
 
     def follow_readiness(self) -> None:
@@ -367,19 +370,27 @@ class GrpcServer:
         else:
             log.warning("not ready: NOT_SERVING, out of rotation until ready again")
 
-    async def stop(self) -> None:
-        """Report NOT_SERVING, wait the drain delay, let in-flight calls finish within the grace period."""
+    async def stop(self, clock: StopClock | None = None) -> None:
+        """Report NOT_SERVING, leave discovery, wait the drain delay, let in-flight calls finish within the
+        grace period: each step cut to what is left of the stop budget (`clock`, else one started now),
+        keeping back what closing the process needs after."""
+        clock = clock or StopClock(self.stop_timeout).start()
         if self._readiness_task is not None:
             self._readiness_task.cancel()
             self._readiness_task = None
         if self._server is None:
             return
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.presence.withdraw()
-        log.info("draining", extra={"grace_seconds": self.grace, "drain_delay_seconds": self.drain_delay})
-        if self.drain_delay > 0:
-            await asyncio.sleep(self.drain_delay)
-        await self._server.stop(self.grace)
+        await self.presence.withdraw(clock.allow(DEREGISTER_AT_MOST, keep=AFTER_SERVING))
+        drain_delay = clock.allow(self.drain_delay, keep=AFTER_SERVING)
+        if drain_delay > 0:
+            await asyncio.sleep(drain_delay)
+        grace = clock.allow(self.grace, keep=AFTER_SERVING)
+        log.info(
+            "draining",
+            extra={"grace_seconds": round(grace, 3), "drain_delay_seconds": round(drain_delay, 3)},
+        )
+        await self._server.stop(grace)
         self._server = None
         if self.limiter is not None:
             LIMITER_STATS.untrack(self.limiter)
@@ -388,7 +399,13 @@ class GrpcServer:
     async def run(self, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
         """Start, serve until SIGTERM or SIGINT, then drain and run `on_stop` (closing clients, stores)."""
         stop = asyncio.Event()
-        undo = stop_on_signals(asyncio.get_running_loop(), stop.set)
+        clock = process_stop()
+
+        def stopping() -> None:
+            clock.start(self.stop_timeout)  # the budget runs from the signal
+            stop.set()
+
+        undo = stop_on_signals(asyncio.get_running_loop(), stopping)
         await self.presence.start_status()
         await self.start()
         if self.readiness is not None and not self._probe():  # unready from the start: never routed to
@@ -396,7 +413,7 @@ class GrpcServer:
         await self.presence.announce({"grpc": self.port})
         self.follow_readiness()
         await stop.wait()
-        await self.stop()
+        await self.stop(clock)
         if on_stop is not None:
             await on_stop()
         await self.presence.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import unquote, urlparse
 
+from boutique.mesh.advertise import host_problem, is_ip, is_wildcard
 from boutique.mesh.export_queue import QueueSettings
 from boutique.mesh.otlp_send import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT, HTTP_TRACES_PATH, OtlpTarget
 from boutique.mesh.resilience.limiter import MODES, LimiterSettings
@@ -33,6 +34,7 @@ PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("gzip", "none")
 DEFAULT_TARGET = OtlpTarget("grpc", DEFAULT_GRPC_ENDPOINT)
 DEFAULT_QUEUE = QueueSettings()
+DEFAULT_STOP_TIMEOUT = 4.0  # SIGTERM to exit, with room under the 5 s a platform is asked to wait
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _LIMITER_ALIASES = {"true": "on", "1": "on", "adaptive": "on", "false": "off", "0": "off"}
@@ -131,13 +133,17 @@ class _Environment:
 
 @dataclass(frozen=True)
 class ProcessSettings:
-    """Who the process is and where it listens (BOUTIQUE_SERVICE, BOUTIQUE_INSTANCE_ID, BIND_HOST, PORT)."""
+    """Who the process is, where it listens and where it is reached, and how long it takes to stop."""
 
     service: str = ""  # BOUTIQUE_SERVICE, else OTEL_SERVICE_NAME: the caller its dependencies see
     instance_id: str = ""  # BOUTIQUE_INSTANCE_ID; empty: a fresh one is made
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # BIND_HOST: where it listens (0.0.0.0 or :: for every interface)
     port: int | None = None  # None: the service's own default
     drain_delay: float | None = None  # BOUTIQUE_DRAIN_DELAY; None: the server's own default
+    # BOUTIQUE_ADVERTISE_HOST, else POD_IP: where others reach it; empty: derived from BIND_HOST
+    # (see boutique.mesh.advertise, which ProcessInfo applies)
+    advertise_host: str = ""
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT  # BOUTIQUE_STOP_TIMEOUT: from SIGTERM to exit, at most
 
 
 @dataclass(frozen=True)
@@ -251,13 +257,48 @@ def env_duration(name: str, default: float = 0.0, environ: Mapping[str, str] | N
 
 
 def _process(env: _Environment) -> ProcessSettings:
+    stop_timeout = env.seconds("BOUTIQUE_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT)
+    if stop_timeout <= 0:
+        raise SettingsError(
+            f"BOUTIQUE_STOP_TIMEOUT must be more than 0 s, got {env.text('BOUTIQUE_STOP_TIMEOUT')!r}"
+        )
     return ProcessSettings(
         service=env.text("BOUTIQUE_SERVICE") or env.text("OTEL_SERVICE_NAME"),
         instance_id=env.text("BOUTIQUE_INSTANCE_ID"),
-        host=env.text("BIND_HOST", "127.0.0.1"),
+        host=_bind_host(env),
         port=env.port("PORT"),
         drain_delay=env.duration("BOUTIQUE_DRAIN_DELAY", None),
+        advertise_host=_advertise_host(env),
+        stop_timeout=stop_timeout,
     )
+
+
+def _bind_host(env: _Environment) -> str:
+    """BIND_HOST: an IP address, a host name, or a wildcard (0.0.0.0, ::) for every interface."""
+    text = env.text("BIND_HOST", "127.0.0.1")
+    if not is_wildcard(text) and host_problem(text) is not None:
+        raise SettingsError(f"BIND_HOST must be an IP address, a host name, 0.0.0.0 or ::, got {text!r}")
+    return "::" if text == "[::]" else text.strip("[]") if is_ip(text) else text
+
+
+def _advertise_host(env: _Environment) -> str:
+    """BOUTIQUE_ADVERTISE_HOST (an IP address or a host name), else POD_IP (an IP address), else ''."""
+    for name, what in (
+        ("BOUTIQUE_ADVERTISE_HOST", "an IP address or a host name"),
+        ("POD_IP", "an IP address"),
+    ):
+        text = env.text(name)
+        if not text:
+            continue
+        problem = host_problem(text)
+        if problem is None and name == "POD_IP" and not is_ip(text):
+            problem = "not an IP address"
+        if problem is not None:
+            raise SettingsError(
+                f"{name} must be {what} others reach this process at, got {text!r}: {problem}"
+            )
+        return text.strip("[]")
+    return ""
 
 
 def _status(env: _Environment) -> StatusSettings:

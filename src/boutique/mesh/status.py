@@ -1,4 +1,11 @@
-"""Per-process status endpoints on the metrics port: /metrics, /mesh/status and the live /mesh/stream."""
+"""Per-process status endpoints on the metrics port: /metrics, /healthz, /mesh/status and the live /mesh/stream.
+
+Who may read what: on loopback, as on one machine, everything is open unless BOUTIQUE_STATUS_TOKEN is
+set, and then every route but /healthz needs it as a bearer token. Off loopback (a container, a pod)
+/metrics and /healthz stay open, so Prometheus and probes reach them from the network, while the
+control and status routes (/mesh/*) need the token, and answer 403 naming BOUTIQUE_STATUS_TOKEN
+when the process has none.
+"""
 
 from __future__ import annotations
 
@@ -52,13 +59,22 @@ def process_facts(process: psutil.Process) -> dict[str, Any]:
     return {"pid": process.pid, "rss_bytes": process.memory_info().rss}
 
 
+NO_TOKEN = (
+    "the /mesh/* endpoints of a process listening off loopback need a token: set BOUTIQUE_STATUS_TOKEN "
+    "and send it as 'Authorization: Bearer <token>' (/metrics and /healthz need none)"
+)
+
+
 def build_app(
     mesh: Mesh,
     token: str | None,
     health: Callable[[], bool] = lambda: True,
     closing: asyncio.Event | None = None,
+    loopback: bool = True,
 ) -> Starlette:
-    """The status app; every route but /healthz (for probes) needs the bearer token when one is configured.
+    """The status app. On loopback every route but /healthz (for probes) needs the bearer token when one is
+    configured; off loopback (`loopback` False) /metrics is open too and /mesh/* always need a token,
+    refused with 403 while none is configured.
 
     Setting `closing` ends every open /mesh/stream at once, so stopping the server never waits on a
     watcher (uvicorn lets a streaming response run on after its server stops).
@@ -67,10 +83,18 @@ def build_app(
     host = socket.gethostname()
     me = psutil.Process()
 
-    def guard(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    def guard(handler: Callable[[Request], Any], control: bool = True) -> Callable[[Request], Any]:
+        """`handler` behind the token; off loopback only control routes (`control`) are behind it."""
+        if not loopback and not control:
+            return handler
+
         async def wrapped(request: Request) -> Response:
+            if not token and not loopback:
+                return JSONResponse({"error": NO_TOKEN}, status_code=403)
             if token and not bearer_matches(request.headers.get("authorization"), token):
-                return JSONResponse({"error": "bearer token required"}, status_code=401)
+                return JSONResponse(
+                    {"error": "bearer token required (BOUTIQUE_STATUS_TOKEN)"}, status_code=401
+                )
             return await handler(request)
 
         return wrapped
@@ -109,7 +133,7 @@ def build_app(
 
     return Starlette(
         routes=[
-            Route("/metrics", guard(metrics)),
+            Route("/metrics", guard(metrics, control=False)),
             Route("/mesh/status", guard(status)),
             Route("/mesh/stream", guard(stream)),
             Route("/healthz", healthz),
@@ -118,7 +142,7 @@ def build_app(
 
 
 class StatusServer(BackgroundServer):
-    """The status endpoints of one process; a token is required when not on loopback."""
+    """The status endpoints of one process (who may read which: see the module's docstring)."""
 
     def __init__(
         self,
@@ -128,12 +152,9 @@ class StatusServer(BackgroundServer):
         token: str | None = None,
         health: Callable[[], bool] = lambda: True,
     ) -> None:
-        if not is_loopback(host) and not token:
-            raise ValueError(
-                f"status endpoints on {host} need a token (BOUTIQUE_STATUS_TOKEN); loopback needs none"
-            )
         self.closing = asyncio.Event()
-        super().__init__(build_app(mesh, token, health, self.closing), host, port, "metrics")
+        app = build_app(mesh, token, health, self.closing, loopback=is_loopback(host))
+        super().__init__(app, host, port, "metrics")
 
     async def stop(self) -> None:
         """End the open streams, then stop serving."""

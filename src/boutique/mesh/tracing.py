@@ -65,9 +65,13 @@ class TracingSetup:
 
     provider: TracerProvider | None
     exporter: str  # "otlp grpc http://127.0.0.1:4317", "console", "none" or "disabled"
+    queue: SendingQueue | None = None  # the OTLP sending queue, when spans go by OTLP
 
-    def shutdown(self) -> None:
-        """Flush spans still batched and stop exporting (at process exit)."""
+    def shutdown(self, within: float | None = None) -> None:
+        """Deliver spans still queued and stop exporting (at process exit); with `within`, the OTLP queue
+        gets at most that long (what is left of the stop: a backend that is gone is not waited for)."""
+        if self.queue is not None and within is not None:
+            self.queue.shutdown(within)  # the provider's own shutdown of it below then returns at once
         if self.provider is not None:
             self.provider.shutdown()
 
@@ -116,4 +120,4 @@ def setup_tracing(
         provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     log.info("tracing", extra={"exporter": where, "sampler": type(provider.sampler).__name__})
-    return TracingSetup(provider, where)
+    return TracingSetup(provider, where, processor if isinstance(processor, SendingQueue) else None)

@@ -7,10 +7,10 @@ past the table, to fixed addresses or a DNS name. This module sits above the bac
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from boutique.mesh.advertise import is_ip
 from boutique.mesh.client import StaticEndpoints
 from boutique.mesh.discovery.base import ETCD_PREFIX, Registrar, Resolver
 from boutique.mesh.discovery.dns import DnsResolver
@@ -80,15 +80,6 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
-def _is_ip_literal(host: str) -> bool:
-    """Whether host is an IPv4 or (bracketed or bare) IPv6 address rather than a name."""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def pinned_resolver(variable: str, value: str, default_port: int | None = None) -> Resolver:
     """The resolver an address variable pins: one host name -> DNS re-resolution, else static addresses.
 
@@ -100,7 +91,7 @@ def pinned_resolver(variable: str, value: str, default_port: int | None = None) 
         host, sep, port = entries[0].rpartition(":")
         if not sep or (":" in host and not host.startswith("[")):
             host, port = entries[0], ""
-        if not _is_ip_literal(host) and host.lower() != "localhost":
+        if not is_ip(host) and host.lower() != "localhost":
             if not port and default_port is None:
                 raise RuntimeError(f"{variable}={value!r}: give host:port")
             if port and not (port.isdigit() and 0 < int(port) < 65536):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -29,6 +30,32 @@ class RetryPolicy:
 
 
 Publish = Callable[[list[Instance]], None]
+
+
+class Trouble:
+    """The log of a backend that keeps failing: a warning once per problem (a new error), the retries
+    after it at debug level, and one line when it answers again, however long it was away (a service
+    started before the names it needs resolve would otherwise log every retry)."""
+
+    def __init__(self, log: logging.Logger, event: str, **fields: Any) -> None:
+        self.log = log
+        self.event = event
+        self.fields = fields
+        self.failures = 0
+        self._last = ""
+
+    def failed(self, error: str, **more: Any) -> None:
+        """Another failed attempt; logged as a warning when its error differs from the last one's."""
+        self.failures += 1
+        extra = {**self.fields, **more, "error": error, "attempt": self.failures}
+        self.log.log(logging.WARNING if error != self._last else logging.DEBUG, self.event, extra=extra)
+        self._last = error
+
+    def recovered(self, event: str) -> None:
+        """An attempt succeeded: say so once when attempts had failed before."""
+        if self.failures:
+            self.log.info(event, extra={**self.fields, "failures": self.failures})
+        self.failures, self._last = 0, ""
 
 
 def sorted_set(instances: Iterable[Instance]) -> list[Instance]:

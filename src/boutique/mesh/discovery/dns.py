@@ -7,7 +7,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from boutique.mesh.discovery.base import Publish, Resolver, RetryPolicy, sorted_set
+from boutique.mesh.discovery.base import Publish, Resolver, RetryPolicy, Trouble, sorted_set
 from boutique.mesh.instance import Instance
 
 log = logging.getLogger(__name__)
@@ -62,21 +62,18 @@ class DnsResolver(Resolver):
         return self._follow(lambda publish: self._resolve_forever(service, publish))
 
     async def _resolve_forever(self, service: str, publish: Publish) -> None:
-        """Resolve every interval; on errors keep what was published and retry with backoff."""
-        failures = 0
+        """Resolve every interval; on errors keep what was published and retry with backoff (a name that
+        does not resolve yet, such as a Service created after this process, is logged once)."""
+        trouble = Trouble(log, "dns lookup failed; keeping the last known instances", dns_name=self.name)
         while True:
             try:
                 addresses = await self._lookup(self.name, self.port)
                 if not addresses:
                     raise OSError(f"{self.name} has no address records")
             except OSError as exc:
-                log.warning(
-                    "dns lookup failed; keeping the last known instances",
-                    extra={"dns_name": self.name, "error": str(exc), "attempt": failures + 1},
-                )
-                await asyncio.sleep(self.retry.delay(failures))
-                failures += 1
+                trouble.failed(str(exc))
+                await asyncio.sleep(self.retry.delay(trouble.failures - 1))
                 continue
-            failures = 0
+            trouble.recovered("dns lookup answers again")
             publish(self._instances(service, addresses))
             await asyncio.sleep(self.interval)

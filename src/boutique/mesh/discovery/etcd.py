@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from boutique.mesh.discovery.base import ETCD_PREFIX, Publish, Registrar, Resolver, RetryPolicy
+from boutique.mesh.discovery.base import ETCD_PREFIX, Publish, Registrar, Resolver, RetryPolicy, Trouble
 from boutique.mesh.instance import Instance
 
 log = logging.getLogger(__name__)
@@ -253,14 +253,14 @@ class EtcdRegistrar(Registrar):
         if self._instance is not None:
             await self.deregister()
         self._instance, self._ttl = instance, ttl
+        trouble = Trouble(
+            log, "etcd registration failed; retrying in the background", instance_id=instance.id
+        )
         try:
             await self._establish()
         except BACKEND_ERRORS as exc:
-            log.warning(
-                "etcd registration failed; retrying in the background",
-                extra={"instance_id": instance.id, "error": str(exc)},
-            )
-        self._task = asyncio.create_task(self._keep_alive())
+            trouble.failed(str(exc))
+        self._task = asyncio.create_task(self._keep_alive(trouble))
 
     async def _establish(self) -> None:
         """Grant a lease and put the instance's key on it."""
@@ -277,19 +277,19 @@ class EtcdRegistrar(Registrar):
         self.lease = lease
         log.info("registered in etcd", extra={"instance_id": self._instance.id, "lease": lease})
 
-    async def _keep_alive(self) -> None:
-        """Renew every ttl/3; re-register when the lease is gone; back off while etcd is unreachable."""
-        failures = 0
+    async def _keep_alive(self, registering: Trouble) -> None:
+        """Renew every ttl/3; re-register when the lease is gone; back off while etcd is unreachable
+        (each problem logged once, and once more when etcd answers again)."""
+        renewing = Trouble(log, "etcd keepalive failed")
         while True:
             lease = self.lease
             if lease is None:
                 try:
                     await self._establish()
-                    failures = 0
+                    registering.recovered("etcd registration succeeded after failing")
                 except BACKEND_ERRORS as exc:
-                    delay = min(self.retry.delay(failures), self._ttl / 3)
-                    failures += 1
-                    log.warning("etcd registration failed", extra={"error": str(exc), "attempt": failures})
+                    delay = min(self.retry.delay(registering.failures), self._ttl / 3)
+                    registering.failed(str(exc))
                     await asyncio.sleep(delay)
                 continue
             await asyncio.sleep(self._ttl / 3)
@@ -297,12 +297,13 @@ class EtcdRegistrar(Registrar):
                 remaining = await self.client.keepalive(lease)
             except EtcdError as exc:
                 if exc.code != NOT_FOUND:
-                    log.warning("etcd keepalive failed", extra={"error": str(exc)})
+                    renewing.failed(str(exc))
                     continue
                 remaining = 0
             except BACKEND_ERRORS as exc:
-                log.warning("etcd keepalive failed", extra={"error": str(exc)})
+                renewing.failed(str(exc))
                 continue
+            renewing.recovered("etcd keepalive answers again")
             if remaining <= 0:
                 log.warning("etcd lease lost; registering again", extra={"lease": self.lease})
                 self.lease = None
@@ -374,17 +375,17 @@ class EtcdResolver(Resolver):
         prefix = service_prefix(self.prefix, service)
         known: dict[str, Instance] = {}
         revision: int | None = None
-        failures = 0
+        trouble = Trouble(log, "etcd watch failed; keeping the last known instances", dependency=service)
         while True:
             try:
                 if revision is None:
                     pairs, revision = await self.client.range_prefix(prefix)
                     known = {kv.key: i for kv in pairs if (i := self._parse(kv.key, kv.value)) is not None}
                     publish(list(known.values()))
-                    failures = 0
+                    trouble.recovered("etcd watch recovered")
                 seen: int = revision
                 async for result in self.client.watch(prefix, seen + 1, self.idle_timeout):
-                    failures = 0
+                    trouble.recovered("etcd watch recovered")
                     for event in result.get("events", []):
                         kv = event["kv"]
                         key = _unb64(kv["key"])
@@ -403,12 +404,8 @@ class EtcdResolver(Resolver):
             except httpx.ReadTimeout:
                 continue
             except BACKEND_ERRORS as exc:
-                log.warning(
-                    "etcd watch failed; keeping the last known instances",
-                    extra={"dependency": service, "error": str(exc), "attempt": failures + 1},
-                )
-                await asyncio.sleep(self.retry.delay(failures))
-                failures += 1
+                trouble.failed(str(exc))
+                await asyncio.sleep(self.retry.delay(trouble.failures - 1))
 
     async def close(self) -> None:
         """End every watch and close the connections."""

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from boutique.mesh import metrics
-from boutique.mesh.discovery.base import Publish, Registrar, Resolver, RetryPolicy
+from boutique.mesh.discovery.base import Publish, Registrar, Resolver, RetryPolicy, Trouble
 from boutique.mesh.instance import Instance
 from boutique.mesh.registry.client import DEFAULT_URL, KeepAlive, RegistryClient, RegistryError
 
@@ -48,7 +48,7 @@ class RegistryResolver(Resolver):
     async def _poll(self, service: str, publish: Publish) -> None:
         """Long-poll the registry with the last index; on errors keep the set and back off."""
         index = 0
-        failures = 0
+        trouble = Trouble(log, "registry watch failed; keeping the last known instances", dependency=service)
         known: list[Instance] | None = None
         grace_until = 0.0
         while True:
@@ -61,20 +61,14 @@ class RegistryResolver(Resolver):
                     service, index=index, wait=wait if index else None
                 )
             except RegistryError as exc:
-                failures += 1
-                log.warning(
-                    "registry watch failed; keeping the last known instances",
-                    extra={"dependency": service, "error": exc.reason, "attempt": failures},
-                )
+                trouble.failed(exc.reason)
                 if known is not None:
                     grace_until = self.clock() + self.recovery_grace
-                await asyncio.sleep(self.retry.delay(failures - 1))
+                await asyncio.sleep(self.retry.delay(trouble.failures - 1))
                 continue
             if previous and index != previous and self.client.last_changed_at is not None:
                 metrics.WATCH_LAG.labels(service).observe(max(0.0, time.time() - self.client.last_changed_at))
-            if failures:
-                log.info("registry watch recovered", extra={"dependency": service, "failures": failures})
-            failures = 0
+            trouble.recovered("registry watch recovered")
             if grace_until and known is not None and self.clock() < grace_until:
                 listed = {instance.id for instance in instances}
                 publish([*instances, *(i for i in known if i.id not in listed)])

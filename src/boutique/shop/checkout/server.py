@@ -10,8 +10,9 @@ import grpc
 
 from boutique.mesh import ProcessInfo, ServiceBinding
 from boutique.mesh.runtime import Mesh
+from boutique.mesh.stopping import AFTER_CLOSING, process_stop
 from boutique.shop.cart.client import CartClient
-from boutique.shop.checkout.service import CheckoutService
+from boutique.shop.checkout.service import OWN_TIME, CheckoutService
 from boutique.shop.checkout.store import OrderJournal, Step, default_path
 from boutique.shop.checkout.unreachable import UnreachablePayment
 from boutique.shop.currency.client import CurrencyClient
@@ -135,7 +136,9 @@ async def serve() -> None:
 
     async def stop() -> None:
         recovery.cancel()
-        await service.drain()
+        unfinished = await service.drain(process_stop().allow(OWN_TIME * 2, keep=AFTER_CLOSING))
+        if unfinished:
+            log.warning("orders left to the next checkout's recovery", extra={"orders": unfinished})
         await clients.close()
         await unreachable.close()
         journal.close()

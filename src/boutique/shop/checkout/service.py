@@ -516,10 +516,12 @@ class CheckoutService:
             handled += 1
         return handled
 
-    async def drain(self) -> None:
-        """Let orders in progress reach their end (at shutdown)."""
+    async def drain(self, timeout: float = OWN_TIME * 2) -> int:
+        """Let orders in progress reach their end (at shutdown) for up to `timeout` seconds; how many did
+        not (journaled, so the next checkout's recovery finishes or undoes them)."""
         if self._sagas:
-            await asyncio.wait(list(self._sagas), timeout=OWN_TIME * 2)
+            await asyncio.wait(list(self._sagas), timeout=timeout)
+        return len(self._sagas)
 
     async def _empty_cart(self, user_id: str) -> ShopError | None:
         """Empty the cart after shipping; the failure, if it failed (on the current span, logged and
