@@ -3,6 +3,7 @@ container killed with SIGKILL while the shop keeps serving."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -128,3 +129,26 @@ def test_a_backend_killed_with_sigkill_restarts_and_the_shop_keeps_serving(shop:
         f"\n{len(answers)} pages while {cart} was killed and restarted: {counts}; "
         f"restarts {restarts} -> {shop.inspect(cart, '{{.RestartCount}}')}"
     )
+
+
+def test_every_boutique_container_logs_json_lines(shop: ContainerShop) -> None:
+    # After the other tests: each container has logged its start, its requests and a restart.
+    for unit in shop.plan.units:
+        if unit.workload == "redis-cart":
+            continue
+        # `podman logs` gives the container's stdout and stderr apart: the log is JSON lines on stdout.
+        logged = subprocess.run(
+            ["podman", "logs", unit.container()], capture_output=True, text=True, timeout=60
+        )
+        assert not logged.stderr.strip(), f"{unit.workload} wrote to stderr: {logged.stderr[-300:]}"
+        lines = [line for line in logged.stdout.splitlines() if line.strip()]
+        assert lines, f"{unit.workload} logged nothing"
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                raise AssertionError(
+                    f"{unit.workload} logged a line that is not JSON: {line[:300]}"
+                ) from None
+            assert {"timestamp", "level", "service", "event"} <= set(entry), (unit.workload, entry)
+        print(f"\n{unit.workload}: {len(lines)} JSON lines")

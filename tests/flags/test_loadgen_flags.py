@@ -8,6 +8,7 @@ test's own that counts the requests it gets; Locust reports its shoppers in its 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -107,8 +108,11 @@ class LoadGenerator:
     csv_prefix: Path
 
     def lines(self, text: str) -> int:
-        """How many log lines contain `text`."""
-        return sum(text in line for line in self.log.read_text(errors="replace").splitlines())
+        """How many log lines (JSON, as every process of the shop logs) say `text`."""
+        events = [
+            json.loads(line)["event"] for line in self.log.read_text(errors="replace").splitlines() if line
+        ]
+        return sum(text in event for event in events)
 
     def history_users(self) -> list[int]:
         """The user counts Locust reported in its CSV history, oldest first."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import json
 import os
 import re
 import signal
@@ -316,6 +317,14 @@ def test_serve_loadgen_reads_the_environment_and_keeps_locusts_exit_code(tmp_pat
     assert result.returncode == 1, result.stderr
     counts = stats_rows(tmp_path / "loadgen")
     assert counts[("GET", "/")] >= 2 and counts[("", "Aggregated")] > counts[("GET", "/")]
+    # Its log is JSON lines like every other process's: Locust's lines, and figures instead of the table.
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]
+    assert {entry["service"] for entry in entries} == {"loadgen"}
+    assert any("total users" in entry["event"] for entry in entries)  # Locust's own line, as JSON
+    (totals,) = [entry for entry in entries if entry["event"] == "load finished"]
+    assert totals["requests"] >= counts[("", "Aggregated")] and totals["failures"] >= counts[("GET", "/")]
+    assert [entry for entry in entries if entry["event"] == "load"], "a `load` line every few seconds"
 
     bad = boutique("serve", "loadgen", env=clean_env(FRONTEND_URL="ftp://shop", LOADGEN_DURATION="1s"))
     assert bad.returncode == 2

@@ -38,6 +38,7 @@ from boutique import __version__
 from boutique.mesh.flags import flags, install_flags
 from boutique.mesh.settings import MeshSettings, SettingsError
 from boutique.mesh.tracing import setup_tracing
+from boutique.shop.loadgen import json_log
 from boutique.shop.loadgen.control import POLL_SECONDS, TRAFFIC, USERS, ShopperControl, steering
 from boutique.shop.loadgen.shed import SHED, retry_after
 
@@ -51,6 +52,17 @@ PARENT_PID_VARIABLE = "LOADGEN_PARENT_PID"
 
 tracer = trace.get_tracer("boutique.shop.loadgen")
 log = logging.getLogger("boutique.shop.loadgen")
+
+
+def instance_id() -> str:
+    """This load generator's instance id (BOUTIQUE_INSTANCE_ID, as `boutique up` sets it)."""
+    return os.environ.get("BOUTIQUE_INSTANCE_ID") or f"loadgen-{os.getpid()}"
+
+
+if (
+    json_log.wanted()
+):  # `boutique serve loadgen`: before Locust's first line, as Locust's own set-up is skipped
+    json_log.install(instance_id())
 
 
 def action(name: str) -> Any:
@@ -193,7 +205,7 @@ def _start_tracing(environment: Environment, **_kwargs: Any) -> None:
     ):
         return
     os.environ.setdefault("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    instance = os.environ.get("BOUTIQUE_INSTANCE_ID") or f"loadgen-{os.getpid()}"
+    instance = instance_id()
     setup_tracing("loadgen", instance, __version__)
 
 
@@ -227,7 +239,7 @@ def _follow_flags(environment: Environment, **_kwargs: Any) -> None:
         return
     if not settings.configured:
         return
-    instance = os.environ.get("BOUTIQUE_INSTANCE_ID") or f"loadgen-{os.getpid()}"
+    instance = instance_id()
     install_flags(settings, "loadgen", instance)
     rate = float(options.spawn_rate or 1.0)
     control = ShopperControl(int(options.num_users or 1), lambda users: runner.start(users, rate))

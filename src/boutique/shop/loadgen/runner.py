@@ -31,6 +31,7 @@ DEFAULT_WAIT = "1-10"
 STOP_GRACE_SECONDS = 30.0
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PARENT_PID_VARIABLE = "LOADGEN_PARENT_PID"
+LOG_FORMAT_VARIABLE = "LOADGEN_LOG_FORMAT"  # "json": the locustfile logs as every other process does
 
 T = TypeVar("T")
 _RUN_TIME = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -48,6 +49,7 @@ class LoadSettings:
     wait_max: float = 10.0
     csv_prefix: str | None = None
     quiet: bool = False
+    json_logs: bool = False  # JSON log lines and a `load` line every few seconds instead of the table
 
 
 def parse_url(text: str) -> str:
@@ -230,6 +232,7 @@ def settings_from_env(environ: Mapping[str, str]) -> LoadSettings:
         wait_min=wait[0],
         wait_max=wait[1],
         csv_prefix=get("LOADGEN_CSV") or None,
+        json_logs=True,  # a service of the shop: its log is JSON lines like every other process's
     )
 
 
@@ -255,15 +258,18 @@ def locust_command(settings: LoadSettings) -> list[str]:
         command += ["--csv", settings.csv_prefix]
     if settings.quiet:
         command.append("--only-summary")
+    if settings.json_logs:
+        command.append("--skip-log-setup")  # the locustfile sets up the JSON log itself
     return command
 
 
 def child_environment(settings: LoadSettings, base: Mapping[str, str]) -> dict[str, str]:
-    """The child's environment: the caller's, plus the wait range and who its parent is."""
+    """The child's environment: the caller's, plus the wait range, the log format and who its parent is."""
     return {
         **base,
         "LOADGEN_WAIT_MIN": repr(settings.wait_min),
         "LOADGEN_WAIT_MAX": repr(settings.wait_max),
+        LOG_FORMAT_VARIABLE: "json" if settings.json_logs else "text",
         PARENT_PID_VARIABLE: str(os.getpid()),
         "PYTHONUNBUFFERED": "1",
     }
@@ -283,12 +289,13 @@ def launch(settings: LoadSettings) -> int:
     if settings.csv_prefix:
         Path(settings.csv_prefix).parent.mkdir(parents=True, exist_ok=True)
     duration = f"for {settings.duration}s" if settings.duration else "until Ctrl-C"
-    print(
-        f"boutique load: {settings.users} shoppers at {settings.spawn_rate:g}/s against {settings.url}, {duration}"
-        " (SHED rows: requests an overloaded shop refused with 503 + Retry-After; not failures)",
-        file=sys.stderr,
-        flush=True,
-    )
+    if not settings.json_logs:  # the JSON log says it in its own first lines
+        print(
+            f"boutique load: {settings.users} shoppers at {settings.spawn_rate:g}/s against {settings.url}, "
+            f"{duration} (SHED rows: requests an overloaded shop refused with 503 + Retry-After; not failures)",
+            file=sys.stderr,
+            flush=True,
+        )
     # Its own process group: a terminal's Ctrl-C reaches only us, and we pass it on exactly once.
     child = subprocess.Popen(
         locust_command(settings),
