@@ -104,6 +104,7 @@ def _observatory(args: argparse.Namespace) -> int:
             memory_limit=args.memory_limit,
             registry_url=args.registry_url or os.environ.get("BOUTIQUE_REGISTRY_URL") or None,
             flags_file=args.flags_file or ObservatoryConfig.env_flags_file(),
+            chaos_log=args.chaos_log,
         )
         asyncio.run(serve(config))
     except (OSError, ValueError) as exc:
@@ -334,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="flag file the Flags page shows and switches (default: $FLAGD_OFFLINE_FLAG_SOURCE_PATH)",
+    )
+    observatory.add_argument(
+        "--chaos-log",
+        type=Path,
+        default=None,
+        help="the chaos.jsonl of `boutique chaos` whose process faults the service charts mark (up passes its own)",
     )
     observatory.add_argument(
         "--memory-limit",

@@ -20,6 +20,7 @@ import pytest
 
 from boutique.run import chaos
 from tests.e2e.harness import Up, eventually, start_up
+from tests.flags.support import observatory
 
 PRODUCT = "OLJCESPC7Z"
 
@@ -125,6 +126,15 @@ def test_kill_restarts_the_instance_and_the_shop_pages_recover(up: Up) -> None:
     assert kill["action"] == "kill" and kill["pid"] == old.pid and kill["by"] == chaos.by_default()
     assert recovered["action"] == "recovered" and recovered["new_pid"] == new.pid
     print(f"productcatalog-0 away for {recovered['duration']:.1f}s")
+    # The observatory of that `up` marks both on the service's charts (once its spans have arrived).
+
+    def service_page() -> str | None:
+        page = httpx.get(f"{observatory(up)}/services/productcatalog", params={"lookback": "15m"}, timeout=10)
+        return page.text if page.status_code == 200 else None
+
+    page = eventually(service_page, "the productcatalog page")
+    assert 'data-event="kill productcatalog-0"' in page
+    assert 'data-event="recovered productcatalog-0"' in page
 
 
 def test_kill_no_wait_returns_at_once_and_up_restarts_it(up: Up) -> None:

@@ -71,7 +71,7 @@ def test_the_observatory_runs_with_its_four_ports_unless_left_out(tmp_path: Path
     assert observatory.port == 16687
     assert observatory.argv[3:] == [
         "observatory", "--port", "16687", "--otlp-grpc-port", "14317", "--otlp-http-port", "14318",
-        "--zipkin-port", "19411", "--data-dir", str(tmp_path),
+        "--zipkin-port", "19411", "--data-dir", str(tmp_path), "--chaos-log", str(tmp_path / "chaos.jsonl"),
     ]  # fmt: skip
     assert all(
         p.port not in (14317, 14318, 19411) and p.metrics_port not in (14317, 14318, 19411) for p in plans

@@ -58,6 +58,7 @@ class ObservatoryConfig:
     memory_limit: str = "128MB"
     registry_url: str | None = None  # where the Mesh page finds the running processes (a service registry)
     flags_file: Path | None = None  # the flag file the Flags page switches (None: the flags are elsewhere)
+    chaos_log: Path | None = None  # `boutique chaos`'s log, whose process faults the service charts mark
 
     @property
     def database(self) -> Path:

@@ -225,7 +225,9 @@ class Observatory:
             [
                 Route("/api/status", self._status),
                 *query_routes(self.store),
-                *ui_routes(self.store, self.config.registry_url, self._flag_controls()),
+                *ui_routes(
+                    self.store, self.config.registry_url, self._flag_controls(), self.config.chaos_log
+                ),
             ]
         )
         return routes

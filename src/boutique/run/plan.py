@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boutique.mesh import StaticEndpoints
+from boutique.run.chaos import LOG_FILE as CHAOS_LOG
 from boutique.run.ports import free_port
 from boutique.shop.services import BACKENDS, SERVICES
 
@@ -74,6 +75,7 @@ class ProcessPlan:
                 sys.executable, "-m", "boutique.cli", "observatory", "--port", str(self.port),
                 "--otlp-grpc-port", str(grpc_port), "--otlp-http-port", str(http_port),
                 "--zipkin-port", str(zipkin_port), "--data-dir", self.data_dir,
+                "--chaos-log", str(Path(self.data_dir) / CHAOS_LOG),
             ]  # fmt: skip
         return [sys.executable, "-m", "boutique.cli", "serve", self.service]
 

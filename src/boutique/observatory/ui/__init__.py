@@ -6,6 +6,8 @@ Pages are rendered on the server (Jinja2) and made interactive with a little pla
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -24,15 +26,19 @@ async def _home(request: Request) -> Response:
 
 
 def ui_routes(
-    store: Store, registry_url: str | None = None, flag_controls: FlagControls | None = None
+    store: Store,
+    registry_url: str | None = None,
+    flag_controls: FlagControls | None = None,
+    chaos_log: Path | None = None,
 ) -> list[BaseRoute]:
-    """Every page of the UI and its static files (the Flags page and chart markers need a flag file)."""
+    """Every page of the UI and its static files (the Flags page and chart markers need a flag file; the
+    markers of process faults, `boutique chaos`'s log)."""
     controls = flag_controls or FlagControls()
     return [
         Route("/", _home),
         *search.routes(store),
         *trace.routes(store),
-        *services.routes(store, controls.file),
+        *services.routes(store, controls.file, chaos_log),
         *mesh.routes(registry_url),
         *flags.routes(controls),
         Mount("/static", app=StaticFiles(packages=[("boutique.observatory.ui", "static")]), name="static"),

@@ -24,6 +24,7 @@ from boutique.flags import Change, FlagFile, FlagFileError
 from boutique.observatory.model import KIND_NAMES, KIND_NUMBERS, Span
 from boutique.observatory.store.base import Dependency, RedPoint, Store, TraceQuery
 from boutique.observatory.ui import charts
+from boutique.observatory.ui.chaos_log import Action, read_actions
 from boutique.observatory.ui.graph_layout import layered_layout, smooth_path
 from boutique.observatory.ui.pages import duration, render, service_colour
 from boutique.observatory.ui.timefmt import (
@@ -370,6 +371,7 @@ class ServicePages:
 
     store: Store
     flags_file: Path | None = None
+    chaos_log: Path | None = None  # `boutique chaos`'s log, whose actions on the service are marked too
     _flags: FlagFile | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -384,6 +386,12 @@ class ServicePages:
         except (OSError, FlagFileError):
             return []
         return [c for c in changes if c.time * 1e6 <= window.end_us]
+
+    def chaos_actions(self, service: str, window: Window) -> list[Action]:
+        """The process faults made on the service's instances inside the window (none without a log)."""
+        if self.chaos_log is None:
+            return []
+        return read_actions(self.chaos_log, service, window.start_us / 1e6, window.end_us / 1e6)
 
     async def services(self, request: Request) -> Response:
         """`/services`: the section's front page is the dependency graph."""
@@ -434,6 +442,7 @@ class ServicePages:
         window = Window.ending_now(lookback, now)
         found = await run_in_threadpool(self._load, service, operation, window)
         changes = await run_in_threadpool(self.flag_changes, window)
+        faults = await run_in_threadpool(self.chaos_actions, service, window)
         if found is None:
             context["error"] = f"No spans of a service named {service!r} are stored."
             return render(request, "service.html", "services", context, status=404)
@@ -451,8 +460,13 @@ class ServicePages:
             kinds=kind_text(kinds),
             window_text=LOOKBACK_LABELS[lookback].lower(),
             step_text=step_text(window.step_us),
-            charts=red_charts(points, window, flag_events(changes)),
+            charts=red_charts(
+                points,
+                window,
+                sorted([*flag_events(changes), *(a.event() for a in faults)], key=lambda e: e.time_us),
+            ),
             flag_changes=len(changes),
+            chaos_actions=len(faults),
             rows=[
                 OperationRow(name, href(name), calls, errors, percent_text(errors, calls))
                 for name, calls, errors in rows
@@ -494,9 +508,9 @@ class ServicePages:
         return kinds, operations, rows, points, self.store.search(query)
 
 
-def routes(store: Store, flags_file: Path | None = None) -> list[BaseRoute]:
+def routes(store: Store, flags_file: Path | None = None, chaos: Path | None = None) -> list[BaseRoute]:
     """The Services section's routes: the dependency graph and the page of each service."""
-    pages = ServicePages(store, flags_file)
+    pages = ServicePages(store, flags_file, chaos)
     return [
         Route("/dependencies", pages.dependencies),
         Route("/services", pages.services),
