@@ -9,12 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
-from boutique.observatory.ui import ui_routes
 from boutique.observatory.ui.chaos_log import read_actions
 from boutique.run.chaos import LOG_FILE, Target, record
-from tests.observatory.test_api_jaeger import build_store
+from tests.observatory.test_ui_flags import ui_client
 from tests.observatory.test_ui_services import charts_of
 
 MARKER = re.compile(r'<g class="marker" data-event="([^"]*)">\s*<title>([^<]*)</title>')
@@ -43,14 +41,8 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 async def http(tmp_path: Path, data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the UI's routes, reading the chaos log of `data_dir`."""
-    store = build_store(tmp_path)
-    app = Starlette(routes=ui_routes(store, chaos_log=data_dir / LOG_FILE))
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://observatory") as client:
-            yield client
-    finally:
-        store.close()
+    async for client in ui_client(tmp_path, chaos_log=data_dir / LOG_FILE):
+        yield client
 
 
 async def test_the_faults_on_a_service_are_markers_on_its_charts(http: httpx.AsyncClient) -> None:
@@ -81,11 +73,6 @@ async def test_faults_outside_the_window_and_without_a_log_mark_nothing(
 
 
 async def test_no_chaos_log_no_markers(tmp_path: Path) -> None:
-    store = build_store(tmp_path)
-    app = Starlette(routes=ui_routes(store))
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as client:
-            page = (await client.get("/services/checkout", params={"lookback": "1h"})).text
-    finally:
-        store.close()
+    async for client in ui_client(tmp_path):
+        page = (await client.get("/services/checkout", params={"lookback": "1h"})).text
     assert 'class="marker"' not in page and "process fault" not in page

@@ -39,9 +39,10 @@ def flag_file(tmp_path: Path) -> FlagFile:
     return file
 
 
-async def _client(tmp_path: Path, controls: FlagControls) -> AsyncIterator[httpx.AsyncClient]:
+async def ui_client(tmp_path: Path, **pages: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the query API and UI over the test store; `pages` go to `ui_routes`."""
     store = build_store(tmp_path)
-    app = Starlette(routes=[*query_routes(store), *ui_routes(store, flag_controls=controls)])
+    app = Starlette(routes=[*query_routes(store), *ui_routes(store, **pages)])
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://observatory") as http:
@@ -53,14 +54,14 @@ async def _client(tmp_path: Path, controls: FlagControls) -> AsyncIterator[httpx
 @pytest.fixture
 async def http(tmp_path: Path, flag_file: FlagFile) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the query port's routes, the Flags page over `flag_file`."""
-    async for client in _client(tmp_path, FlagControls(flag_file.path)):
+    async for client in ui_client(tmp_path, flag_controls=FlagControls(flag_file.path)):
         yield client
 
 
 @pytest.fixture
 async def unconfigured(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an observatory that knows no flag file."""
-    async for client in _client(tmp_path, FlagControls()):
+    async for client in ui_client(tmp_path, flag_controls=FlagControls()):
         yield client
 
 
