@@ -39,10 +39,14 @@ def _plain_records(record: logging.LogRecord) -> bool:
 
 
 def make_server(app: Any, graceful: int = 5) -> EmbeddedServer:
-    """An embedded uvicorn server for `app` with JSON-friendly logging and no access log."""
+    """An embedded uvicorn server for `app` with JSON-friendly logging and no access log.
+
+    No app of ours speaks WebSocket (live pages stream server-sent events) and none has a lifespan, so
+    neither is loaded: ws="auto" alone imports a WebSocket library into every process that serves HTTP.
+    """
     logging.getLogger("uvicorn.error").addFilter(_plain_records)
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, server_header=False, lifespan="off",
+        app, log_config=None, access_log=False, server_header=False, lifespan="off", ws="none",
         timeout_graceful_shutdown=graceful,
     )  # fmt: skip
     return EmbeddedServer(config)

@@ -1,11 +1,14 @@
-"""The `boutique` command: serve one service, start the whole shop, or generate load."""
+"""The `boutique` command: serve one service, start the whole shop, or generate load.
+
+Each command imports what it runs when it runs (the parser imports only light modules), so that
+`boutique --help`, the registry and the observatory do not pay for the mesh and gRPC, nor a service for
+the code of the other commands.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -13,23 +16,41 @@ from pathlib import Path
 from typing import NoReturn
 
 from boutique import __version__
-from boutique.mesh import MeshSettings, ProcessInfo, SettingsError, configure_logging
-from boutique.mesh.flags import install_flags
-from boutique.mesh.stopping import AT_EXIT, process_stop
-from boutique.mesh.tracing import setup_tracing
-from boutique.shop.services import SERVICES
+from boutique.asyncio_only import keep_trio_out
+from boutique.shop.services import SERVICES, ServiceSpec
+
+
+def _configure_logging(service: str, instance: str, level: str) -> None:
+    """JSON log lines for this process (see boutique.mesh.logs; that module alone, not the whole mesh)."""
+    from boutique.mesh.logs import configure_logging
+
+    configure_logging(service, instance, level)
 
 
 def _serve(args: argparse.Namespace) -> int:
     """Run one shop service in this process until SIGTERM/SIGINT."""
     from boutique.run.child import die_with_parent
 
+    keep_trio_out()
     die_with_parent()
     spec = SERVICES[args.service]
-    if spec.kind == "load":
+    if spec.kind == "load":  # Locust in a child process: nothing of the mesh here
         from boutique.shop.loadgen import runner
 
         return runner.run_from_env()
+    return _serve_service(spec, args.log_level)
+
+
+def _serve_service(spec: ServiceSpec, log_level: str) -> int:
+    """Run a gRPC or HTTP service of the shop with the mesh: settings, logs, tracing, flags, then serve."""
+    import asyncio
+
+    from boutique.mesh.config import ProcessInfo
+    from boutique.mesh.flags import install_flags
+    from boutique.mesh.settings import MeshSettings, SettingsError
+    from boutique.mesh.stopping import AT_EXIT, process_stop
+    from boutique.mesh.tracing import setup_tracing
+
     try:
         settings = MeshSettings.from_env()  # the one read of the environment: every part gets these
     except SettingsError as exc:
@@ -38,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
     info = ProcessInfo.from_settings(spec.name, settings.process)
     settings = settings.for_process(spec.name, info.instance_id)  # one id for logs, health and served-by
     MeshSettings.install(settings)
-    configure_logging(spec.name, info.instance_id, args.log_level)
+    _configure_logging(spec.name, info.instance_id, log_level)
     tracing = setup_tracing(spec.name, info.instance_id, __version__, settings.tracing)
     install_flags(settings.flags, spec.name, info.instance_id)
     entry = spec.entry_point()
@@ -62,6 +83,8 @@ def _end_now(code: int) -> NoReturn:
     """End the process at once after a signalled stop. Servers, stores and clients are closed and the last
     spans delivered or spooled by now; tearing the interpreter down as well (0.3 s of module finalization,
     seconds on a busy machine) would only delay the exit that a platform stopping everything waits for."""
+    import logging
+
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
@@ -71,9 +94,15 @@ def _end_now(code: int) -> NoReturn:
 
 def _registry(args: argparse.Namespace) -> int:
     """Run the embedded service registry in the foreground."""
+    from boutique.run.child import die_with_parent
+
+    keep_trio_out()
+    die_with_parent()  # no orphan when the `up` that started it is killed
+    import asyncio
+
     from boutique.mesh.registry.server import serve_registry
 
-    configure_logging("registry", f"registry-{os.getpid()}", args.log_level)
+    _configure_logging("registry", f"registry-{os.getpid()}", args.log_level)
     token = args.token or os.environ.get("BOUTIQUE_REGISTRY_TOKEN") or None
     try:
         asyncio.run(serve_registry(args.host, args.port, token))
@@ -87,10 +116,16 @@ def _registry(args: argparse.Namespace) -> int:
 
 def _observatory(args: argparse.Namespace) -> int:
     """Run the telemetry backend (receivers, store, query API) in the foreground."""
+    from boutique.run.child import die_with_parent
+
+    keep_trio_out()
+    die_with_parent()  # no orphan when the `up` that started it is killed
+    import asyncio
+
     from boutique.observatory.config import ObservatoryConfig, Ports, parse_age, parse_size
     from boutique.observatory.server import serve
 
-    configure_logging("observatory", f"observatory-{os.getpid()}", args.log_level)
+    _configure_logging("observatory", f"observatory-{os.getpid()}", args.log_level)
     try:
         config = ObservatoryConfig(
             host=args.host,
@@ -124,6 +159,7 @@ def _flags(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     """Start every service on this machine (see boutique.run)."""
+    keep_trio_out()
     from boutique.run.up import run_up
 
     return run_up(args)
@@ -138,9 +174,10 @@ def _load(args: argparse.Namespace) -> int:
 
 def _prometheus_config(args: argparse.Namespace) -> int:
     """Write prometheus.yml and targets.json from the registry; without --once, keep the targets current."""
+    import asyncio
     import shlex
 
-    from boutique.mesh import parse_duration
+    from boutique.mesh.durations import parse_duration
     from boutique.mesh.prometheus_sd import (
         prometheus_duration,
         scrape_config,
@@ -151,7 +188,7 @@ def _prometheus_config(args: argparse.Namespace) -> int:
     from boutique.mesh.registry.client import RegistryError
     from boutique.signals import stop_on_signals
 
-    configure_logging("prometheus-config", f"prometheus-config-{os.getpid()}", args.log_level)
+    _configure_logging("prometheus-config", f"prometheus-config-{os.getpid()}", args.log_level)
     out: Path = args.out.absolute()
     config_path, targets_path = out / "prometheus.yml", out / "targets.json"
     registry_token = args.token or os.environ.get("BOUTIQUE_REGISTRY_TOKEN") or None
@@ -443,7 +480,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(BrokenPipeError):
         try:
             return int(args.func(args) or 0)
-        except SettingsError as exc:  # e.g. BOUTIQUE_LOG_STREAM, read where any command sets up its logs
+        except ValueError as exc:
+            from boutique.mesh.settings import SettingsError  # loaded already by any command that raises it
+
+            if not isinstance(exc, SettingsError):
+                raise
+            # e.g. BOUTIQUE_LOG_STREAM, read where any command sets up its logs
             print(f"boutique {args.command}: {exc}", file=sys.stderr)
             return 2
     return 0

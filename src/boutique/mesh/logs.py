@@ -17,8 +17,6 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
-from boutique.mesh.settings import SettingsError
-
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -71,6 +69,8 @@ def log_stream(
     environ = os.environ if environ is None else environ
     chosen = environ.get("BOUTIQUE_LOG_STREAM", "").strip().lower()
     if chosen and chosen not in STREAMS:
+        from boutique.mesh.settings import SettingsError  # the settings' imports, only on this error path
+
         raise SettingsError(f"BOUTIQUE_LOG_STREAM must be stdout or stderr, got {chosen!r}")
     return chosen or ("stdout" if in_container(environ, exists) else "stderr")
 

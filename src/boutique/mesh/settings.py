@@ -13,7 +13,6 @@ environment as it is at that moment. The OpenTelemetry SDK still reads the stand
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import ClassVar
 from urllib.parse import unquote, urlparse
 
 from boutique.mesh.advertise import host_problem, is_ip, is_wildcard
+from boutique.mesh.durations import parse_duration
 from boutique.mesh.export_queue import QueueSettings
 from boutique.mesh.otlp_send import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT, HTTP_TRACES_PATH, OtlpTarget
 from boutique.mesh.resilience.limiter import MODES, LimiterSettings
@@ -39,20 +39,9 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _LIMITER_ALIASES = {"true": "on", "1": "on", "adaptive": "on", "false": "off", "0": "off"}
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 class SettingsError(ValueError):
     """A variable with a value the mesh cannot use; the message names the variable and the value."""
-
-
-def parse_duration(text: str) -> float:
-    """Parse '250ms', '1.5s', '2m' or a bare number of seconds into seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 200ms, 1.5s, 2m)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
 
 
 class _Environment:

@@ -1,23 +1,27 @@
-"""What `boutique up` shows: a live status table on a terminal, plain event lines otherwise."""
+"""What `boutique up` shows: a live status table on a terminal, plain event lines otherwise.
+
+rich and psutil are imported by the table alone: plain lines, and the start of `up`, need neither.
+"""
 
 from __future__ import annotations
 
 import csv
 import time
 from pathlib import Path
-
-import psutil
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from boutique.run.supervisor import Child
 from boutique.shop.services import SERVICES
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 _COLOURS = {"SERVING": "green", "running": "green", "starting": "yellow", "stopping": "yellow"}
 
 
 def _rss_mb(pid: int | None) -> str:
+    import psutil
+
     if pid is None:
         return "-"
     try:
@@ -61,6 +65,10 @@ def table(
     children: list[Child], header: str, footer: list[str], external: dict[str, str] | None = None
 ) -> Group:
     """The live table: one row per process, then one per service the user pinned to their own address."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table(title=header, title_justify="left", expand=False, pad_edge=False)
     for column in ("service", "instance", "pid", "address", "state", "restarts", "up", "RSS MB"):
         grid.add_column(column, no_wrap=True)

@@ -10,32 +10,26 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
-import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typing import TYPE_CHECKING
 
 from boutique.backoff import NO_JITTER, backoff_delay
-from boutique.run.child import PARENT_VARIABLE
 from boutique.run.plan import HOST, ProcessPlan
 from boutique.run.ports import free_port, is_taken
+from boutique.run.spawners import Running, Spawner
+
+if TYPE_CHECKING:
+    from boutique.run.probes import Prober
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
-PROBE_FAST = 0.2
+PROBE_FAST = 0.1
 PROBE_SLOW = 2.0
+REAP_EVERY = 5.0  # seconds between looks for exited orphans handed to `up` (see Spawner.reap_strays)
 FIRST = ("registry", "redis", "observatory")  # infrastructure, started before the services
 # What the services wait for. Not the observatory: every process queues its spans until it takes them
 # (a degraded or slow observatory must not hold the shop back).
 AWAITED = ("registry", "redis")
-# A probe channel must notice a process that has just started listening, not sit out gRPC's default
-# reconnect backoff (1 s growing to 2 min) after the first refused connection.
-FAST_RECONNECT = (
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 250),
-)
 
 
 @dataclass
@@ -44,7 +38,8 @@ class Child:
 
     plan: ProcessPlan
     state: str = "pending"
-    process: asyncio.subprocess.Process | None = None
+    process: Running | None = None
+    spawned: str = ""  # how its current process was started: "plain" or "fork"
     started_at: float = 0.0
     serving_since: float | None = None
     restarts: int = 0
@@ -71,15 +66,18 @@ class Supervisor:
         log_dir: Path,
         on_change: Callable[[Child], None] | None = None,
         on_exit: Callable[[Child], Awaitable[None]] | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         self.children = [Child(plan) for plan in plans]
         self.log_dir = log_dir
         self.on_change = on_change or (lambda child: None)
         self.on_exit = on_exit
+        self.spawner = spawner or Spawner()
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._http = httpx.AsyncClient(timeout=1.0)
+        self._prober: Prober | None = None
+        self._started_first = False
+        self._first: asyncio.Future[list[None]] | None = None
 
     def _set_state(self, child: Child, state: str) -> None:
         if child.state != state:
@@ -89,12 +87,14 @@ class Supervisor:
             self.on_change(child)
 
     async def start(self) -> None:
-        """Start the registry, then every service (the load generator once the frontends serve)."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._tasks.append(asyncio.create_task(self._probe_loop()))
+        """Start the registry, then every service (the load generator once the frontends serve).
+
+        Everything that spawns comes first, imports (gRPC, HTTPX for the probes) after: the processes
+        started meanwhile run their own start-up on the other core."""
+        await self.start_first()
         first = [c for c in self.children if c.plan.kind in FIRST]
-        for child in first:
-            await self._spawn(child)
+        if self._first is not None:
+            await self._first
         if first:
             await self.wait_ready(30.0, lambda c: c.plan.kind in AWAITED)
         for child in self.children:
@@ -102,6 +102,19 @@ class Supervisor:
                 await self._spawn(child)
         for child in self.children:
             self._tasks.append(asyncio.create_task(self._watch(child)))
+
+    async def start_first(self) -> None:
+        """Start the spawner (the fork server) and the infrastructure, and begin probing; at once."""
+        if self._started_first:
+            return
+        self._started_first = True
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        await self.spawner.start()
+        # side by side: a forked one waits for the fork server's imports, a plain one need not wait for it
+        first = [self._spawn(c) for c in self.children if c.plan.kind in FIRST]
+        self._first = asyncio.ensure_future(asyncio.gather(*first))
+        await asyncio.sleep(0)  # the plain ones are started before the probes' imports below
+        self._tasks.append(asyncio.create_task(self._probe_loop()))
 
     async def start_load_when_ready(self, timeout: float) -> None:
         """Start the load generator after every frontend serves."""
@@ -114,18 +127,8 @@ class Supervisor:
                 await self._spawn(child)
 
     async def _spawn(self, child: Child) -> None:
-        log = (self.log_dir / f"{child.plan.instance}.log").open("ab")
-        try:
-            child.process = await asyncio.create_subprocess_exec(
-                *child.plan.argv,
-                env={**os.environ, **child.plan.env, PARENT_VARIABLE: str(os.getpid())},
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
+        log = self.log_dir / f"{child.plan.instance}.log"
+        child.process, child.spawned = await self.spawner.spawn(child.plan, log)
         child.started_at = time.monotonic()
         child.serving_since = None
         self._set_state(child, "starting")
@@ -161,55 +164,33 @@ class Supervisor:
 
     async def _probe_loop(self) -> None:
         """Ask every live process whether it serves: gRPC health for backends, /_healthz for frontends,
-        /_readyz for the observatory."""
+        /_readyz for the observatory; now and then reap orphans handed to `up`."""
+        from boutique.run.probes import Prober
+
+        self._prober = Prober()
+        reaped = time.monotonic()
         while not self.stopping:
             live = [c for c in self.children if c.pid is not None]
             await asyncio.gather(*(self._probe(c) for c in live))
+            if time.monotonic() - reaped > REAP_EVERY:
+                reaped = time.monotonic()
+                self.spawner.reap_strays({c.process.pid for c in self.children if c.process is not None})
             all_ready = all(c.ready for c in self.children if c.plan.kind != "load")
             await asyncio.sleep(PROBE_SLOW if all_ready else PROBE_FAST)
 
     async def _probe(self, child: Child) -> None:
-        plan = child.plan
-        if plan.kind == "load":
+        from boutique.run.probes import UNREACHABLE
+
+        if child.plan.kind == "load":
             self._set_state(child, "running")
             return
+        assert self._prober is not None
         try:
-            if plan.kind == "redis":
-                state = await _ping_redis(plan.address)
-            elif plan.kind == "grpc":
-                channel = self._channels.get(plan.address)
-                if channel is None:
-                    channel = self._channels[plan.address] = grpc.aio.insecure_channel(
-                        plan.address, options=FAST_RECONNECT
-                    )
-                stub = health_pb2_grpc.HealthStub(channel)
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                state = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            elif plan.kind == "observatory":
-                state = await self._observatory_state(plan.address)
-            else:
-                path = "/v1/health" if plan.kind == "registry" else "/_healthz"
-                response = await self._http.get(f"http://{plan.address}{path}")
-                state = "SERVING" if response.status_code == 200 else f"HTTP {response.status_code}"
-        except (grpc.aio.AioRpcError, httpx.HTTPError, OSError, TimeoutError):
+            state = await self._prober.state(child.plan)
+        except UNREACHABLE:
             state = "starting" if child.serving_since is None else "unreachable"
         if child.pid is not None and not self.stopping:
             self._set_state(child, state)
-
-    async def _observatory_state(self, address: str) -> str:
-        """SERVING, or `DEGRADED (read-only: disk full)` while its store takes no spans (from /_readyz)."""
-        response = await self._http.get(f"http://{address}/_readyz")
-        if response.status_code == 200:
-            return "SERVING"
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and body.get("status") == "DEGRADED":
-            return f"DEGRADED ({body.get('store', 'store not writable')})"
-        if isinstance(body, dict) and body.get("status") == "STOPPING":
-            return "stopping"
-        return f"HTTP {response.status_code}"
 
     async def wait_ready(self, timeout: float, which: Callable[[Child], bool] = lambda c: True) -> bool:
         """Wait until every selected process is ready; False on timeout or shutdown."""
@@ -227,15 +208,17 @@ class Supervisor:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.spawner.close(grace)  # no more forks; the services it forked are stopped below
+        if self._first is not None:  # every first process has its pid before the stop goes on
+            await asyncio.gather(self._first, return_exceptions=True)
         loadgen = [c for c in self.children if c.plan.kind == "load"]
         others = [c for c in self.children if c.plan.kind != "load"]
         registry = [c for c in others if c.plan.kind in FIRST]
         services = [c for c in others if c.plan.kind not in FIRST]
         for group in (loadgen, services, registry):
             await self._terminate(group, grace)
-        for channel in self._channels.values():
-            await channel.close()
-        await self._http.aclose()
+        if self._prober is not None:
+            await self._prober.close()
 
     async def _terminate(self, children: list[Child], grace: float) -> None:
         running = [c for c in children if c.pid is not None]
@@ -255,19 +238,6 @@ class Supervisor:
             self._set_state(child, "stopped")
 
         await asyncio.gather(*(reap(c) for c in running))
-
-
-async def _ping_redis(address: str) -> str:
-    """SERVING when Redis answers PING."""
-    host, _, port = address.rpartition(":")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
-    try:
-        writer.write(b"PING\r\n")
-        await writer.drain()
-        reply = await asyncio.wait_for(reader.readline(), 1.0)
-    finally:
-        writer.close()
-    return "SERVING" if reply.startswith(b"+PONG") else "starting"
 
 
 def _signal_group(child: Child, sig: signal.Signals) -> None:

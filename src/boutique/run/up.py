@@ -1,4 +1,8 @@
-"""`boutique up`: every shop service as its own process on loopback, with a live status view."""
+"""`boutique up`: every shop service as its own process on loopback, with a live status view.
+
+Imports here stay light: the first processes start before `up` loads what it needs only afterwards
+(rich for the live table, HTTPX and gRPC for the probes).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import httpx
-from rich.console import Console, Group
-from rich.live import Live
+from typing import TYPE_CHECKING
 
 from boutique.flags import FlagFile, FlagFileError
 from boutique.run.plan import (
@@ -26,10 +28,14 @@ from boutique.run.plan import (
     parse_replicas,
 )
 from boutique.run.ports import PortBusy, ensure_free
-from boutique.run.status import event_line, external_line, load_summary, table
+from boutique.run.spawners import spawner
+from boutique.run.status import event_line, external_line, load_summary
 from boutique.run.supervisor import Child, Supervisor
 from boutique.shop.services import SERVICES
 from boutique.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 STATE_FILE = "up.json"
 FLAG_FILE = "flags.json"
@@ -91,7 +97,7 @@ def run_up(args: argparse.Namespace) -> int:
     )
     live = sys.stdout.isatty() and not args.plain
     try:
-        return asyncio.run(_supervise(options, args.ready_timeout, live))
+        return asyncio.run(_supervise(options, args.ready_timeout, live, args.spawn))
     except KeyboardInterrupt:
         return 130
 
@@ -123,6 +129,7 @@ def write_state(
         "pid": os.getpid(),
         "frontend_url": url,
         "observatory_url": observatory,
+        "spawn": supervisor.spawner.state(),
         "processes": [
             {
                 "service": c.plan.service,
@@ -132,6 +139,7 @@ def write_state(
                 "metrics": f"127.0.0.1:{c.plan.metrics_port}" if c.plan.metrics_port else None,
                 "state": c.state,
                 "restarts": c.restarts,
+                "spawned": c.spawned or None,
                 "log": str(supervisor.log_dir / f"{c.plan.instance}.log"),
             }
             for c in supervisor.children
@@ -148,8 +156,12 @@ def write_state(
 
 async def wait_registered(registry_url: str, instances: set[str], timeout: float) -> bool:
     """Wait until the registry lists every instance (a service registers just after it starts serving)."""
+    import httpx
+
+    from boutique.http_tls import verify_for
+
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=1.0) as client:
+    async with httpx.AsyncClient(timeout=1.0, verify=verify_for(registry_url)) as client:
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
                 services = (await client.get(f"{registry_url}/v1/services")).json()["services"]
@@ -172,8 +184,7 @@ async def _ready(supervisor: Supervisor, options: UpOptions, timeout: float) -> 
     )
 
 
-async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> int:
-    console = Console()
+async def _supervise(options: UpOptions, ready_timeout: float, live: bool, spawn: str = "fork") -> int:
     url = f"http://127.0.0.1:{options.frontend_port}"
     state_path = options.data_dir / STATE_FILE
     options.data_dir.mkdir(parents=True, exist_ok=True)
@@ -189,16 +200,31 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
     async def forget(child: Child) -> None:
         """A process that died cannot deregister itself: do it for it, so callers stop at once."""
         if options.registry_url and child.plan.kind in ("grpc", "http"):
-            async with httpx.AsyncClient(timeout=1.0) as client:
+            import httpx
+
+            from boutique.http_tls import verify_for
+
+            async with httpx.AsyncClient(timeout=1.0, verify=verify_for(options.registry_url)) as client:
                 await client.delete(
                     f"{options.registry_url}/v1/services/{child.plan.service}/instances/{child.plan.instance}"
                 )
 
-    supervisor = Supervisor(build_plan(options), options.data_dir / "logs", changed, forget)
+    def note(line: str) -> None:
+        """Something about spawning the user should know (e.g. services start plainly from now on)."""
+        print(line, file=sys.stderr, flush=True)
+        if state_path.parent.exists():
+            write_state(state_path, supervisor, url, options.observatory_url, options.external)
+
+    log_dir = options.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    plans = build_plan(options)
+    supervisor = Supervisor(plans, log_dir, changed, forget, spawner(spawn, log_dir, note, plans))
     began = time.monotonic()
     footer = [f"starting {len(supervisor.children)} processes; logs in {supervisor.log_dir}"]
 
     def view() -> Group:
+        from boutique.run.status import table
+
         lines = list(footer)
         summary = load_summary(options.data_dir / "loadgen") if options.load else None
         if summary:
@@ -208,11 +234,8 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
     if not live:
         for name, address in options.external.items():
             print(external_line(name, address), flush=True)
-    with (
-        Live(get_renderable=view, console=console, refresh_per_second=2, transient=False)
-        if live
-        else contextlib.nullcontext()
-    ):
+    await supervisor.start_first()  # before the live view loads rich
+    with _live_view(view) if live else contextlib.nullcontext():
         await supervisor.start()
         ready = asyncio.create_task(_ready(supervisor, options, ready_timeout))
         await asyncio.wait([ready, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
@@ -244,3 +267,11 @@ async def _supervise(options: UpOptions, ready_timeout: float, live: bool) -> in
     write_state(state_path, supervisor, url, options.observatory_url, options.external)
     print("Boutique stopped: every process has exited.", flush=True)
     return 0
+
+
+def _live_view(view: Callable[[], Group]) -> contextlib.AbstractContextManager[object]:
+    """The live table on the terminal (rich is imported only for it)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    return Live(get_renderable=view, console=Console(), refresh_per_second=2, transient=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from boutique.http_tls import verify_for
 from boutique.mesh.discovery.base import ETCD_PREFIX, Publish, Registrar, Resolver, RetryPolicy, Trouble
 from boutique.mesh.instance import Instance
 
@@ -92,7 +93,7 @@ class EtcdClient:
             raise ValueError("no etcd endpoint given")
         self.endpoints = [endpoint.rstrip("/") for endpoint in endpoints]
         self.timeout = timeout
-        self._http = httpx.AsyncClient(timeout=timeout)
+        self._http = httpx.AsyncClient(timeout=timeout, verify=verify_for(*self.endpoints))
         self._current = 0
         self._api: dict[str, str] = {}
 

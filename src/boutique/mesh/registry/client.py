@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from boutique.backoff import EQUAL_JITTER, backoff_delay
+from boutique.http_tls import verify_for
 from boutique.mesh.instance import Instance
 from boutique.tokens import bearer_headers
 
@@ -58,7 +59,11 @@ class RegistryClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            trust_env=False,
+            verify=verify_for(self.base_url),  # no CA bundle for a registry on plain http
         )
 
     async def __aenter__(self) -> RegistryClient:

@@ -25,10 +25,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from boutique.asgi_server import EmbeddedServer, bind, is_loopback, make_server, wait_started
+from boutique.mesh.durations import parse_duration
 from boutique.mesh.instance import Instance
 from boutique.mesh.registry.checks import HealthChecks, parse_check
 from boutique.mesh.registry.state import LimitExceeded, Record, RegistryState, validate_name
-from boutique.mesh.settings import parse_duration
 from boutique.signals import stop_on_signals
 from boutique.tokens import bearer_matches
 

@@ -68,12 +68,12 @@ def ready() -> bool:
 
 async def serve() -> None:
     """Run the cart until SIGTERM, then close the store."""
-    if sdk_installed():  # a CLIENT span per Redis command, inside the RPC that sent it
-        from opentelemetry.instrumentation.redis import RedisInstrumentor
-
-        RedisInstrumentor().instrument()
     store = store_from_env()
     if isinstance(store, RedisCartStore):
+        if sdk_installed():  # a CLIENT span per Redis command, inside the RPC that sent it
+            from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+            RedisInstrumentor().instrument()  # patches redis-py's classes: the store's client is covered
         log.info(
             "cart store: redis",
             extra={"redis_address": store.address, "max_connections": store.link.max_connections},
