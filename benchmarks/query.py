@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -170,6 +170,59 @@ def shapes(rng: random.Random) -> list[list[Slot]]:
     return out
 
 
+@dataclass
+class Rows:
+    """One generated chunk a value per span and column, turned into a columnar `SpanBatch` at the end."""
+
+    trace_id: list[bytes] = field(default_factory=list)
+    span_id: list[bytes] = field(default_factory=list)
+    parent_id: list[bytes] = field(default_factory=list)
+    service: list[str] = field(default_factory=list)
+    operation: list[str] = field(default_factory=list)
+    kind: list[int] = field(default_factory=list)
+    start_us: list[int] = field(default_factory=list)
+    duration_us: list[int] = field(default_factory=list)
+    status: list[int] = field(default_factory=list)
+    instance: list[str] = field(default_factory=list)
+    body: list[bytes] = field(default_factory=list)
+    resource: list[bytes] = field(default_factory=list)
+    scope: list[bytes] = field(default_factory=list)
+
+    def columnar(self, signature: np.ndarray) -> SpanBatch:
+        """The chunk as a `SpanBatch` (roots' parent ids as eight zero bytes, resources and scopes once each)."""
+        resources = list(dict.fromkeys(self.resource))
+        scopes = list(dict.fromkeys(self.scope))
+        where = {r: i for i, r in enumerate(resources)}
+        names = [o.encode() for o in self.operation]
+        resource_index = np.array([where[r] for r in self.resource], dtype=np.int32)
+        first = {r: self.resource.index(r) for r in resources}
+
+        def offsets(parts: list[bytes]) -> np.ndarray:
+            return np.concatenate(([0], np.cumsum([len(p) for p in parts]))).astype(np.int64)
+
+        return SpanBatch(
+            size=len(self.span_id),
+            trace_id=b"".join(self.trace_id),
+            span_id=b"".join(self.span_id),
+            parent_id=b"".join(p or bytes(8) for p in self.parent_id),
+            kind=np.array(self.kind, dtype=np.uint8),
+            status=np.array(self.status, dtype=np.uint8),
+            start_us=np.array(self.start_us, dtype=np.int64),
+            duration_us=np.array(self.duration_us, dtype=np.int64),
+            operation=b"".join(names),
+            operation_offsets=offsets(names),
+            body=b"".join(self.body),
+            body_offsets=offsets(self.body),
+            resource_index=resource_index,
+            scope_index=np.array([scopes.index(s) for s in self.scope], dtype=np.int32),
+            resources=resources,
+            services=[self.service[first[r]] for r in resources],
+            instances=[self.instance[first[r]] for r in resources],
+            scopes=scopes,
+            signature=signature,
+        )
+
+
 class Generator:
     """`SpanBatch` chunks of synthetic shop traces, start times in order over a window ending now."""
 
@@ -209,21 +262,20 @@ class Generator:
         made = 0
         number = 0
         while made < self.total:
-            batch = SpanBatch()
+            batch = Rows()
             self._rows: list[int] = []
-            while len(batch) < chunk and made < self.total:
+            while len(batch.span_id) < chunk and made < self.total:
                 slots = rng.choice(self.shapes)
                 if made + len(slots) > self.total:
                     slots = slots[: self.total - made]
                 self._trace(batch, slots, int(start0 + number * step), resources, instances, scope)
                 made += len(slots)
                 number += 1
-            batch.signature = [self.signatures[np.array(self._rows, dtype=np.intp)]]
-            yield batch
+            yield batch.columnar(self.signatures[np.array(self._rows, dtype=np.intp)])
 
     def _trace(
         self,
-        batch: SpanBatch,
+        batch: Rows,
         slots: list[Slot],
         start: int,
         resources: dict[str, bytes],

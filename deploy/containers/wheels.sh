@@ -16,8 +16,9 @@ out=${WHEELS_DIR:-build/wheels}
 work=$(mktemp -d /tmp/boutique-wheels.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/src" "$work/wheels"
-tar -c --exclude=__pycache__ --exclude='*.egg-info' --exclude='*.pyc' pyproject.toml README.md src \
-  | tar -C "$work/src" -x
+# setup.py builds the compiled span walker; a built one in the tree (.so, generated .c) is not copied.
+tar -c --exclude=__pycache__ --exclude='*.egg-info' --exclude='*.pyc' --exclude='*.so' --exclude='_walker.c' \
+  pyproject.toml README.md setup.py src | tar -C "$work/src" -x
 # --find-links offers the last build's wheels again, so an unchanged dependency need not be downloaded.
 find_links=()
 [ -d "$out" ] && find_links=(--find-links "$out")

@@ -169,7 +169,9 @@ def fill_disk(disk: Path, data: Path, across_checkpoint: bool) -> Path:
     """Take the disk's free space down with a filler file; its path.
 
     Across a checkpoint: the write-ahead log still reaches the checkpoint threshold, but the checkpoint
-    then runs out of space (DuckDB invalidates the database). Otherwise a log write runs out first.
+    then runs out of space (DuckDB invalidates the database); the span bodies written to segment files
+    meanwhile (as many bytes per byte of log as so far: no checkpoint has run yet) get room of their own.
+    Otherwise a log or segment write runs out first.
     """
     filler = disk / "filler"
     filler.unlink(missing_ok=True)
@@ -177,9 +179,11 @@ def fill_disk(disk: Path, data: Path, across_checkpoint: bool) -> Path:
     wal_bytes = wal.stat().st_size if wal.exists() else 0
     stat = os.statvfs(disk)
     free = stat.f_bavail * stat.f_frsize
-    leave = (
-        max(THRESHOLD // 2, THRESHOLD + THRESHOLD // 2 - wal_bytes) if across_checkpoint else THRESHOLD // 8
-    )
+    leave = THRESHOLD // 8
+    if across_checkpoint:
+        bodies = sum(f.stat().st_size for f in (data / "observatory.duckdb.segments").glob("*.seg"))
+        to_checkpoint = max(0, THRESHOLD - wal_bytes)
+        leave = to_checkpoint + THRESHOLD // 2 + to_checkpoint * bodies // max(1, wal_bytes)
     with filler.open("wb") as out:
         os.posix_fallocate(out.fileno(), 0, max(1, free - leave))
     print(f"filled the disk: {leave / 2**20:.1f} MiB left, write-ahead log {wal_bytes / 2**20:.1f} MiB")

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -13,10 +14,13 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from boutique.observatory.model import BATCH_COLUMNS, SpanBatch
+from boutique.observatory.model import SpanBatch
+from boutique.observatory.otlp import walk
 from boutique.observatory.otlp.values import to_key_values
+from boutique.observatory.otlp.walk_rules import WalkError
 from boutique.observatory.receivers import otlp_json, otlp_proto, zipkin
 from boutique.observatory.receivers.otlp_proto import PayloadError
+from tests.observatory.test_walker import NOT_BUILT, assert_same, mutated
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 Decoder = Callable[[bytes], SpanBatch]
@@ -30,13 +34,28 @@ def check(decoder: Decoder, data: bytes) -> SpanBatch | None:
         assert str(exc)
         return None
     assert isinstance(batch, SpanBatch)
-    assert len({len(column) for column in batch.columns().values()}) == 1, "columns differ in length"
-    assert len(batch.columns()) == len(BATCH_COLUMNS)
-    for trace_id, span_id, parent_id in zip(batch.trace_id, batch.span_id, batch.parent_id, strict=True):
+    size = len(batch)
+    assert (len(batch.trace_id), len(batch.span_id), len(batch.parent_id)) == (16 * size, 8 * size, 8 * size)
+    for column in (batch.kind, batch.status, batch.start_us, batch.duration_us):
+        assert len(column) == size, "columns differ in length"
+    assert len(batch.resource_index) == len(batch.scope_index) == len(batch.signature) == size
+    assert len(batch.body_offsets) == len(batch.operation_offsets) == size + 1
+    assert batch.body_offsets[-1] == len(batch.body) and batch.operation_offsets[-1] == len(batch.operation)
+    assert len(batch.resources) == len(batch.services) == len(batch.instances)
+    assert all(0 <= i < len(batch.resources) for i in batch.resource_index)
+    assert all(0 <= i < len(batch.scopes) for i in batch.scope_index)
+    for index in range(size):
+        trace_id, span_id, parent_id = (
+            batch.trace_id_at(index),
+            batch.span_id_at(index),
+            batch.parent_id_at(index),
+        )
         assert len(trace_id) == 16 and any(trace_id)
         assert len(span_id) == 8 and any(span_id)
         assert parent_id == b"" or (len(parent_id) == 8 and any(parent_id))
+        batch.operation_at(index)  # valid UTF-8
     assert all(duration >= 0 for duration in batch.duration_us)
+    assert all(kind <= 5 for kind in batch.kind) and all(status <= 2 for status in batch.status)
     assert batch.rejected >= 0
     return batch
 
@@ -329,3 +348,48 @@ def test_zipkin_survives_deep_nesting() -> None:
     span = {"traceId": "01", "id": "01", "annotations": [{"timestamp": 1, "value": value}]}
     batch = check(zipkin.decode, dumps([span]))
     assert batch is not None and len(batch) == 1
+
+
+# ---- the span walkers, compiled and pure-Python: each consistent, both the same -----------------
+
+WALKERS = [
+    pytest.param(walk.walk_python, id="python"),
+    pytest.param(
+        walk.walk_compiled,
+        id="compiled",
+        marks=pytest.mark.skipif(walk.walk_compiled is None, reason=NOT_BUILT),
+    ),
+]
+
+
+def walked(walker: Decoder, data: bytes) -> SpanBatch | None:
+    """`check` one walker (its `WalkError` is what receivers answer as `PayloadError`); the other agrees."""
+
+    def decoder(payload: bytes) -> SpanBatch:
+        try:
+            return walker(payload)
+        except WalkError as exc:
+            raise PayloadError(str(exc)) from None
+
+    assert_same(data)
+    return check(decoder, data)
+
+
+@pytest.mark.parametrize("walker", WALKERS)
+def test_each_walker_walks_the_valid_request(walker: Decoder) -> None:
+    batch = walked(walker, VALID)
+    assert batch is not None and len(batch) == 2
+
+
+@pytest.mark.parametrize("walker", WALKERS)
+@FUZZ
+@given(data=st.binary(max_size=2048))
+def test_each_walker_on_arbitrary_bytes(walker: Decoder, data: bytes) -> None:
+    walked(walker, data)
+
+
+@pytest.mark.parametrize("walker", WALKERS)
+@FUZZ
+@given(data=st.data())
+def test_each_walker_on_mutated_requests(walker: Decoder, data: st.DataObject) -> None:
+    walked(walker, mutated(data, VALID))

@@ -50,7 +50,7 @@ def test_decoded_spans_carry_span_event_and_resource_attributes(tmp_path: Path) 
     span.attributes.add(key="http.status_code").value.int_value = 503
     span.events.add(name="exception").attributes.add(key="exception.type").value.string_value = "Timeout"
     batch = decode(request.SerializeToString())
-    (signature,) = np.concatenate(batch.signature)
+    (signature,) = batch.signature
     assert covers(signature, tagsig.needle_masks("http.status_code", "503"))
     assert covers(signature, tagsig.needle_masks("exception.type", "Timeout"))
     assert covers(signature, tagsig.needle_masks("host.name", "box7"))

@@ -38,11 +38,13 @@ def span_from_row(
     duration_us: int,
     status: int,
     instance: str,
-    body: bytes,
+    body: bytes | None,
     resource: bytes,
     scope: bytes,
+    problem: str = "",
 ) -> Span:
-    """A decoded span from a stored row; an undecodable body keeps the indexed fields and a warning."""
+    """A decoded span from a stored row; a body that is missing (None, `problem` says why) or undecodable
+    keeps the indexed fields and a warning."""
     span = Span(
         trace_id=trace_id.hex(),
         span_id=span_id.hex(),
@@ -57,15 +59,22 @@ def span_from_row(
         resource=resource_attributes(resource),
     )
     try:
-        otlp = OtlpSpan.FromString(body)
         scope_message = InstrumentationScope.FromString(scope)
+    except DecodeError as exc:
+        span.warnings.append(f"instrumentation scope could not be decoded: {exc}")
+    else:
+        span.scope_name, span.scope_version = scope_message.name, scope_message.version
+    if body is None:
+        span.warnings.append(problem or "span body missing")
+        return span
+    try:
+        otlp = OtlpSpan.FromString(body)
     except DecodeError as exc:
         span.warnings.append(f"span body could not be decoded: {exc}")
         return span
     span.attributes = attributes(otlp.attributes)
     span.status_message = otlp.status.message
     span.trace_state = otlp.trace_state
-    span.scope_name, span.scope_version = scope_message.name, scope_message.version
     span.events = [Event(e.time_unix_nano // 1000, e.name, attributes(e.attributes)) for e in otlp.events]
     span.links = [Link(k.trace_id.hex(), k.span_id.hex(), attributes(k.attributes)) for k in otlp.links]
     return span

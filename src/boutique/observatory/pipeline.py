@@ -1,4 +1,4 @@
-"""Receivers → bounded queue → processors → store, with the sender answered only once spans are stored.
+"""Receivers → processors → bounded queue → store, with the sender answered only once spans are stored.
 
 `submit` refuses at once (`QueueFull`) when the spans waiting would exceed the capacity, so overload
 answers 429 / RESOURCE_EXHAUSTED instead of growing memory; otherwise it resolves when the writer
@@ -83,10 +83,14 @@ class Pipeline:
     def offer(self, batch: SpanBatch) -> Future[int]:
         """Queue a batch; a future of the spans stored, or `QueueFull` / `StoreFailed` (store read-only) at once."""
         future: Future[int] = Future()
-        count = len(batch)
-        if count == 0:
+        if len(batch) == 0:
             future.set_result(0)
             return future
+        # Processors run here, on the sender's side, not on the writer thread: a store write is what
+        # limits ingest, and the writer's core does nothing else then.
+        for processor in self.processors:
+            batch = processor.process(batch)
+        count = len(batch)
         with self._cond:
             if self._stopping:
                 raise StoreFailed("the observatory is shutting down")
@@ -179,13 +183,8 @@ class Pipeline:
     def _write(self, taken: list[tuple[SpanBatch, Future[int]]]) -> None:
         """Process and store the taken batches as one append; settle their futures."""
         try:
-            combined = SpanBatch()
-            counts = []
-            for batch, _ in taken:
-                for processor in self.processors:
-                    batch = processor.process(batch)
-                counts.append(len(batch))
-                combined.extend(batch)
+            counts = [len(batch) for batch, _ in taken]
+            combined = SpanBatch.concat([batch for batch, _ in taken])
             self.store.append(combined)
         except Exception as exc:
             if isinstance(exc, StoreBroken):

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from boutique.asgi_server import EmbeddedServer, bind, make_server, port_in_use, wait_started
 from boutique.observatory.api import query_routes
 from boutique.observatory.config import ObservatoryConfig, Ports
+from boutique.observatory.otlp import walk
 from boutique.observatory.pipeline import Pipeline, StoreFailed
 from boutique.observatory.processors.redact import CardRedactor
 from boutique.observatory.receivers import RECEIVERS, GrpcReceiver, HttpReceiver, Limits
@@ -326,6 +327,7 @@ async def serve(config: ObservatoryConfig) -> None:
     observatory = Observatory(config)
     bound = await observatory.start()
     log.info("observatory ready", extra={"ports": bound.__dict__, "database": str(config.database)})
+    log.log(logging.INFO if walk.COMPILED else logging.WARNING, walk.IMPLEMENTATION)
     stop = asyncio.Event()
     stop_on_signals(asyncio.get_running_loop(), stop.set)
     waits = [asyncio.create_task(stop.wait()), asyncio.create_task(observatory.broken.wait())]

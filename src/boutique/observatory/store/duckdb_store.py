@@ -1,6 +1,10 @@
-"""The DuckDB span store: one row per span in one file, bulk columnar appends, an ART index on trace id.
+"""The DuckDB span store: one row per span in one file, span bodies in segment files beside it.
 
-Ingest writes from one thread through one connection; queries run on cursors of their own (DuckDB's
+Ingest writes from one thread through one connection, a batch at a time: its span bodies go to the
+current segment file with one write and a sync (`segments`), then its rows — ids, indexed fields, tag
+signature, where the body lies, and the ids of its resource and scope, stored once each in side tables
+(`interned`) — are inserted as one Arrow array (`arrow`) and committed. An append returns only after
+both, so nothing acknowledged is lost to a crash. Queries run on cursors of their own (DuckDB's
 MVCC lets them read while the writer appends). A search runs in two steps: SQL over the narrow
 columns (service, operation, kind, times, status and the 256-bit tag signature, see `tagsig`) finds
 candidate spans newest first without reading a span body; then the candidates' traces are fetched
@@ -11,12 +15,16 @@ When the disk fills, the store turns read-only instead of failing for good: a wr
 refuses marks it so (`write_state`), and when DuckDB has invalidated the database (a failed checkpoint
 does that) every connection is closed and the file reopened, read-write if it can be, else read-only,
 so queries go on answering from what is stored. `recover` probes until writes work again.
+
+A file in the earlier layout (bodies, resources and scopes in columns of `spans`) is migrated when
+opened (`migrate`); one that cannot be migrated is moved aside, never left to fail every start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,11 +33,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
-import numpy as np
+import nanoarrow as na
 
 from boutique.observatory import tagsig
 from boutique.observatory.decode import span_from_row
-from boutique.observatory.model import BATCH_COLUMNS, KIND_NUMBERS, STATUS_ERROR, Span, SpanBatch
+from boutique.observatory.model import KIND_NUMBERS, STATUS_ERROR, Span, SpanBatch
+from boutique.observatory.store import migrate
+from boutique.observatory.store.arrow import SIGNATURE_COLUMNS, insert_spans, span_rows
 from boutique.observatory.store.base import (
     Dependency,
     RedPoint,
@@ -47,12 +57,15 @@ from boutique.observatory.store.disk import (
     probe_write,
 )
 from boutique.observatory.store.gate import Gate
+from boutique.observatory.store.interned import Interned
+from boutique.observatory.store.segments import Body, Segments, sync_directory
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
+    trace_key UBIGINT NOT NULL USING COMPRESSION uncompressed,
     trace_id BLOB NOT NULL USING COMPRESSION uncompressed,
     span_id BLOB NOT NULL USING COMPRESSION uncompressed,
     parent_id BLOB NOT NULL USING COMPRESSION uncompressed,
@@ -63,31 +76,29 @@ CREATE TABLE IF NOT EXISTS spans (
     duration_us BIGINT NOT NULL,
     status UTINYINT NOT NULL,
     instance VARCHAR NOT NULL,
-    body BLOB NOT NULL USING COMPRESSION uncompressed,
-    resource BLOB NOT NULL,
-    scope BLOB NOT NULL,
+    resource_id UINTEGER NOT NULL,
+    scope_id UINTEGER NOT NULL,
+    segment UINTEGER NOT NULL,
+    body_offset BIGINT NOT NULL,
+    body_length UINTEGER NOT NULL,
     s0 UBIGINT NOT NULL USING COMPRESSION uncompressed,
     s1 UBIGINT NOT NULL USING COMPRESSION uncompressed,
     s2 UBIGINT NOT NULL USING COMPRESSION uncompressed,
     s3 UBIGINT NOT NULL USING COMPRESSION uncompressed
 );
-CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
+CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_key);
 """
-# Ids and signatures are random: compressing them costs checkpoint time and saves nothing. Bodies are
-# stored as they came too: zstd would halve them on disk, but every trace fetch would then inflate a
-# whole block per span (trace by id 1.7 times slower, searches twice as slow), and ingest would pay
-# for compressing at each checkpoint.
+# Ids, their keys and signatures are random: compressing them costs checkpoint time and saves nothing.
+# Span bodies live in segment files: inside the table they cost every insert a copy and every checkpoint
+# a rewrite. The trace index is on `trace_key` (see `arrow.trace_keys`), not on the id itself.
 
-SIGNATURE_COLUMNS = tuple(f"s{i}" for i in range(tagsig.WORDS))
-# NumPy types of the columns handed to DuckDB; byte and text columns go as object arrays.
-NUMPY_TYPES: dict[str, type] = {
-    "kind": np.uint8,
-    "status": np.uint8,
-    "start_us": np.int64,
-    "duration_us": np.int64,
-}
-
-ROW = ", ".join(BATCH_COLUMNS)
+# What a trace fetch reads of each span: the row without its signature, then the body it points at.
+ROW = (
+    "trace_id, span_id, parent_id, service, operation, kind, start_us, duration_us, status, instance, "
+    "segment, body_offset, body_length, resource_id, scope_id"
+)
+# The store's own file's sizes (while migrating, the earlier file is attached beside it).
+DATABASE_SIZE = "pragma_database_size() WHERE database_name = current_database()"
 CANDIDATE_PAGE = 2000  # candidate spans (narrow columns) read per step of a search
 FIRST_WINDOW_US = 15 * 60 * 1_000_000  # the newest start-time window a search looks at first
 SPECIAL_TAGS = ("error", "span.kind", "otel.status_code")
@@ -96,6 +107,18 @@ SPECIAL_TAGS = ("error", "span.kind", "otel.status_code")
 CHECKPOINT_HEADROOM = 4 << 20
 # Failed recoveries that a full disk does not explain before the store gives up (the process exits).
 UNEXPLAINED_FAILURES = 10
+
+
+def _by_trace_key(trace_ids: Sequence[bytes]) -> tuple[str, list[Any]]:
+    """The condition (and its parameters) that finds the rows of these traces through the index.
+
+    Only a condition on `trace_key` alone lets DuckDB use the index: the whole id is checked on the rows.
+    A few keys go into the SQL as numbers, more as one list (quicker to bind).
+    """
+    keys = sorted({int.from_bytes(bytes(t)[:8], "big") for t in trace_ids})  # as `arrow.trace_keys`
+    if len(keys) <= 8:
+        return f"trace_key IN ({', '.join(map(str, keys))})", []
+    return "trace_key = ANY(?::UBIGINT[])", [keys]
 
 
 def _decided_in_sql(tag: TagCondition) -> bool:
@@ -117,8 +140,14 @@ class Retention:
     max_bytes: int = 1 << 30
 
 
+def segment_bytes(max_bytes: int) -> int:
+    """Size at which a segment file is rotated: a sixty-fourth of the size limit, 256 KiB to 64 MiB, so
+    retention frees space in steps small against the limit."""
+    return min(64 << 20, max(256 << 10, max_bytes // 64))
+
+
 class DuckDBStore:
-    """Spans in a DuckDB file (see module docstring)."""
+    """Spans in a DuckDB file and span bodies in segment files beside it (see module docstring)."""
 
     def __init__(
         self,
@@ -149,19 +178,36 @@ class DuckDBStore:
         self._broken: str | None = None
         self._unexplained = 0
         self._closed = False
+        self.segments = Segments(self._beside(".segments"), segment_bytes(self.retention.max_bytes))
+        self._resources = Interned("resources", ("service", "instance"))
+        self._scopes = Interned("scopes")
+        self._migrating = False  # the earlier layout is being copied into a new file
+        self._db_path = self.path  # the file the connections are on: the new one while migrating
         self._db = self._open_first()
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info('spans')").fetchall()}
-        if not set(SIGNATURE_COLUMNS) <= columns:
-            self._db.close()
-            raise ValueError(f"{self.path} holds spans in an older layout: move it away to start afresh")
+        if self._migrating and self._state.writable:
+            with self._write_lock:
+                self._migrate_or_set_aside()
         self._span_range: tuple[int, int] | None = None  # oldest and newest start stored (for windows)
         self._refresh_span_range()
 
+    def _beside(self, suffix: str) -> Path:
+        """A path next to the database file: its name plus `suffix`."""
+        return self.path.with_name(self.path.name + suffix)
+
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        return duckdb.connect(str(self.path), read_only=read_only, config=self._config)
+        """A connection to the store's file (while migrating, the new file with the earlier one attached)."""
+        db = duckdb.connect(str(self._db_path), read_only=read_only, config=self._config)
+        if self._migrating:
+            try:
+                migrate.attach(db, str(self.path))
+            except duckdb.Error:
+                db.close()
+                raise
+        return db
 
     def _open_first(self) -> duckdb.DuckDBPyConnection:
-        """Open read-write; an existing file the storage will not let us write is opened read-only."""
+        """Open read-write (creating the file, or starting or resuming a migration of the earlier layout);
+        an existing file the storage will not let us write is opened read-only."""
         try:
             db = self._connect(read_only=False)
         except duckdb.Error as exc:
@@ -173,13 +219,150 @@ class DuckDBStore:
                 raise exc from None
             self._read_only = True
             self._mark_read_only(exc)
+            if migrate.layout(db) != "current":
+                db.close()
+                raise ValueError(
+                    f"{self.path} holds spans in an earlier layout, to be migrated when opened, but the file "
+                    f"system refuses writes: {exc}"
+                ) from None
+            self._load(db, writable=False)
             return db
         try:
-            db.execute(SCHEMA).fetchall()
+            layout = migrate.layout(db)
+            if layout == "unknown":
+                db = self._set_aside(db, "it holds spans in a layout this version cannot read")
+            elif layout == "old":
+                db = self._open_migration(db)
+            else:
+                self._remove_stale_migration()
+            db.execute(self._schema()).fetchall()
+            if self._migrating:
+                migrate.start(db)
+            self._load(db, writable=True)
         except duckdb.Error:
             db.close()
             raise
         return db
+
+    def _migrating_file(self, suffix: str = "") -> Path:
+        """The new file an earlier layout is migrated into (or its log)."""
+        return self._beside(".migrating" + suffix)
+
+    def _open_migration(self, earlier: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """Fold the earlier file's log into it and close it; a connection to the new file, it attached."""
+        earlier.execute("CHECKPOINT").fetchall()  # from now on the earlier file alone holds its spans
+        earlier.close()
+        self._migrating, self._db_path = True, self._migrating_file()
+        return self._connect(read_only=False)
+
+    def _remove_stale_migration(self) -> None:
+        """A new file left beside one in the current layout is no migration's any more: remove it."""
+        for path in (self._migrating_file(), self._migrating_file(".wal")):
+            if path.exists():
+                log.warning("removed a migration's leftover file", extra={"file": str(path)})
+                path.unlink()
+
+    def _schema(self) -> str:
+        return SCHEMA + self._resources.schema() + self._scopes.schema()
+
+    def _load(self, db: duckdb.DuckDBPyConnection, writable: bool) -> None:
+        """Read the side tables' ids and where the next body goes (after the last one a row points at)."""
+        self._resources.load(db)
+        self._scopes.load(db)
+        newest = self._one(db, "SELECT max(segment) FROM spans")
+        segment = None if not newest or newest[0] is None else int(newest[0])
+        end = 0
+        if segment is not None:
+            row = self._one(
+                db, "SELECT max(body_offset + body_length) FROM spans WHERE segment = ?", [segment]
+            )
+            end = int(row[0]) if row and row[0] is not None else 0
+        self.segments.resume(segment, end, writable)
+
+    def _set_aside(self, db: duckdb.DuckDBPyConnection, why: str) -> duckdb.DuckDBPyConnection:
+        """Move the database (its log, segments and any migration file too) aside under a dated name; a new
+        empty one, open."""
+        db.close()
+        self.segments.close()
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        moved = []
+        for suffix in ("", ".wal", ".segments", ".migrating", ".migrating.wal"):
+            source = self._beside(suffix)
+            if source.exists():
+                target = source.with_name(f"{self.path.name}.set-aside-{stamp}{suffix}")
+                source.rename(target)
+                moved.append(str(target))
+        log.error(
+            "set the store aside and started an empty one",
+            extra={"file": str(self.path), "moved_to": moved, "reason": why},
+        )
+        self._migrating, self._db_path = False, self.path
+        db = self._connect(read_only=False)
+        db.execute(self._schema()).fetchall()
+        return db
+
+    def _migrate_or_set_aside(self) -> None:
+        """Copy the earlier layout's rows over; a full disk leaves the store read-only (serving what is
+        copied) until recovery goes on with it, any other failure sets the files aside. Called with the
+        write lock held."""
+        try:
+            self._migrate()
+        except Exception as exc:
+            refused = isinstance(exc, OSError) or (isinstance(exc, duckdb.Error) and is_write_failure(exc))
+            if self._migrating and refused and isinstance(exc, OSError | duckdb.Error):
+                self._write_failed(exc)
+                log.error(
+                    "migrating spans to the current layout stopped: the storage refuses writes; it goes on "
+                    "when the store takes writes again",
+                    extra={"error": str(exc)},
+                )
+                return
+            log.exception("migrating spans to the current layout failed")
+            with self._gate.exclusive():
+                self._close_connections()
+                self._db = self._set_aside(self._db, f"migrating it to the current layout failed: {exc}")
+                self._generation += 1
+            self._load(self._db, writable=True)
+
+    def _migrate(self) -> None:
+        """Copy the rows of the earlier layout over in chunks, then put the new file in the earlier one's
+        place (called with the write lock held)."""
+        db = self._db
+        began = time.monotonic()
+        copied = 0
+        if not migrate.copied_all(db):
+            done = migrate.progress(db)
+            log.warning(
+                "migrating spans to the current layout", extra={"file": str(self.path), "spans": done.left}
+            )
+            for batch, high in migrate.chunks(db, done.next_row):
+                if batch.size:
+                    self._store(batch, migrate.mark(high))
+                else:
+                    db.execute(*migrate.mark(high)).fetchall()
+                copied += batch.size
+                if copied % 1_000_000 < batch.size:
+                    log.warning("migrating spans to the current layout", extra={"spans": done.left - copied})
+        migrate.finish(db)
+        db.execute("CHECKPOINT").fetchall()
+        with self._gate.exclusive():
+            self._close_connections()
+            # The earlier file's log was folded into it before the copy began: nothing of it is lost.
+            self._beside(".wal").unlink(missing_ok=True)
+            os.replace(self._migrating_file(), self.path)
+            if self._migrating_file(".wal").exists():
+                os.replace(self._migrating_file(".wal"), self._beside(".wal"))
+            sync_directory(self.path.parent)
+            self._migrating, self._db_path = False, self.path
+            self._db = self._connect(read_only=False)
+            self._generation += 1
+        migrate.forget(self._db)
+        with contextlib.suppress(OSError):  # DuckDB's spill directory of the new file, empty by now
+            self._migrating_file(".tmp").rmdir()
+        log.warning(
+            "migrated spans to the current layout",
+            extra={"file": str(self.path), "spans": copied, "seconds": round(time.monotonic() - began, 1)},
+        )
 
     # ---- write state -------------------------------------------------------------------------
 
@@ -197,7 +380,7 @@ class DuckDBStore:
         )
         log.error("the store takes no writes now", extra={"reason": self._state.reason, "error": text})
 
-    def _write_failed(self, exc: duckdb.Error) -> StoreReadOnly:
+    def _write_failed(self, exc: duckdb.Error | OSError) -> StoreReadOnly:
         """Turn read-only after a refused write, reopening an invalidated database; the error to raise.
 
         Called with the write lock held.
@@ -273,6 +456,8 @@ class DuckDBStore:
             self._state = WriteState(reopens=self._state.reopens)
             self._unexplained = 0
             log.warning("the store takes writes again", extra={"read_only_seconds": round(took, 1)})
+            if self._migrating:
+                self._migrate_or_set_aside()
             return self._state
 
     def _give_up_after_unexplained(self, exc: BaseException | None) -> None:
@@ -290,7 +475,7 @@ class DuckDBStore:
             self._state = replace(self._state, waiting=f"the data directory refuses writes: {exc.strerror}")
             return False
         try:
-            row = self._one(self._db, "SELECT free_blocks * block_size FROM pragma_database_size()")
+            row = self._one(self._db, f"SELECT free_blocks * block_size FROM {DATABASE_SIZE}")
             reusable = int(row[0]) if row and row[0] is not None else 0
         except duckdb.Error:
             reusable = 0
@@ -305,7 +490,7 @@ class DuckDBStore:
         return False
 
     def _wal_bytes(self) -> int:
-        wal = self.path.with_name(self.path.name + ".wal")
+        wal = self._db_path.with_name(self._db_path.name + ".wal")
         try:
             return wal.stat().st_size
         except FileNotFoundError:
@@ -314,29 +499,18 @@ class DuckDBStore:
     # ---- writing -----------------------------------------------------------------------------
 
     def append(self, batch: SpanBatch) -> None:
-        """Append a batch as one insert of NumPy columns (committed when this returns).
-
-        DuckDB scans the arrays in bulk, as it would an Arrow table; NumPy rather than pyarrow because
-        importing pyarrow alone adds 64 MiB to the observatory's resident memory, as fast to insert.
-        """
-        if not len(batch):
+        """Store a batch: its bodies written and synced, then its rows inserted and committed."""
+        if not batch.size:
             return
-        signature = (
-            np.concatenate(batch.signature) if batch.signature else np.zeros((0, tagsig.WORDS), np.uint64)
-        )
-        if len(signature) != len(batch):
-            raise ValueError(f"{len(batch)} spans but {len(signature)} tag signatures")
-        incoming: dict[str, np.ndarray] = {
-            name: np.array(values, dtype=NUMPY_TYPES.get(name, object))
-            for name, values in batch.columns().items()
-        }
-        for index, name in enumerate(SIGNATURE_COLUMNS):
-            incoming[name] = np.ascontiguousarray(signature[:, index])
+        if batch.signature.shape != (batch.size, tagsig.WORDS):
+            raise ValueError(f"{batch.size} spans but tag signatures of shape {batch.signature.shape}")
         with self._write_lock:
             if not self._state.writable:
                 raise StoreReadOnly(f"the store is {self._state.summary}")
             try:
-                self._insert(incoming)
+                self._store(batch)
+            except OSError as exc:  # the segment file refused the bodies
+                raise self._write_failed(exc) from exc
             except duckdb.Error as exc:
                 if is_write_failure(exc):
                     raise self._write_failed(exc) from exc
@@ -346,20 +520,70 @@ class DuckDBStore:
                         "index takes about 50 MB per million traces): raise --memory-limit or lower --max-size"
                     ) from exc
                 raise
-            low, high = min(batch.start_us), max(batch.start_us)
+            low, high = int(batch.start_us.min()), int(batch.start_us.max())
             if self._span_range is not None:
                 low, high = min(low, self._span_range[0]), max(high, self._span_range[1])
             self._span_range = (low, high)
 
-    def _insert(self, incoming: dict[str, np.ndarray]) -> None:
-        """One INSERT of the registered columns (committed, or an error, when it returns)."""
-        self._db.register("incoming_spans", incoming)
+    def _store(self, batch: SpanBatch, extra: tuple[str, list[Any]] | None = None) -> None:
+        """Write the bodies to the current segment (synced), then insert and commit the rows, with `extra`
+        (one more statement) in the same commit. Called with the write lock held."""
+        db = self._db
+        resource_ids, new_resources = self._resources.ids(
+            db, batch.resources, list(zip(batch.services, batch.instances, strict=True))
+        )
+        scope_ids, new_scopes = self._scopes.ids(db, batch.scopes)
+        segment, start = self.segments.place()
+        incoming_spans = span_rows(batch, resource_ids, scope_ids, start)
+        self.segments.write(batch.body)
         try:
-            names = ", ".join(incoming)
-            self._db.execute(f"INSERT INTO spans ({names}) SELECT {names} FROM incoming_spans").fetchall()
+            insert = insert_spans(segment)
+            if new_resources or new_scopes or extra:
+                self._insert_with(incoming_spans, insert, new_resources, new_scopes, extra)
+            else:
+                # DuckDB finds `incoming_spans` among the caller's variables (a replacement scan): cheaper
+                # per batch than registering and unregistering a view of it.
+                db.execute(insert).fetchall()
         finally:
-            with contextlib.suppress(duckdb.Error):  # an invalidated connection refuses this too
-                self._db.unregister("incoming_spans")
+            # Once rows pointing at the bodies may have been committed, their bytes are never reused.
+            self.segments.advance(len(batch.body))
+        self._resources.committed(new_resources)
+        self._scopes.committed(new_scopes)
+
+    def _insert_with(
+        self,
+        incoming_spans: na.Array,
+        insert: str,
+        new_resources: list[tuple[Any, ...]],
+        new_scopes: list[tuple[Any, ...]],
+        extra: tuple[str, list[Any]] | None,
+    ) -> None:
+        """The span insert in one transaction with the new side-table rows and `extra`."""
+        db = self._db
+        db.begin()
+        try:
+            self._resources.insert(db, new_resources)
+            self._scopes.insert(db, new_scopes)
+            db.execute(insert).fetchall()  # reads `incoming_spans` (a replacement scan)
+            if extra is not None:
+                db.execute(*extra).fetchall()
+            db.commit()
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                db.rollback()
+            raise
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file now (benchmarks count what it costs)."""
+        with self._write_lock:
+            if not self._state.writable:
+                raise StoreReadOnly(f"the store is {self._state.summary}")
+            try:
+                self._db.execute("CHECKPOINT").fetchall()
+            except duckdb.Error as exc:
+                if is_write_failure(exc):
+                    raise self._write_failed(exc) from exc
+                raise
 
     def _refresh_span_range(self) -> None:
         """Read the oldest and newest stored start (after opening, after retention)."""
@@ -367,11 +591,13 @@ class DuckDBStore:
         self._span_range = (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
     def enforce_retention(self, now_us: int | None = None) -> int:
-        """Drop spans past the age limit, then the oldest until the used size is under the limit.
+        """Drop spans past the age limit, then the oldest received until the used size is under the limit.
 
-        Sizes are read after a checkpoint, when the write-ahead log is in the file; DuckDB frees
-        space only as whole row groups empty, so the size cut is repeated (at most three times) while
-        it still shrinks the file's used blocks.
+        The size counts the database file, its write-ahead log and the segment files, read after a
+        checkpoint. The size cut drops whole segments, oldest first, with their rows: space comes back
+        a segment file at a time, and rows deleted in the order they were inserted empty whole row
+        groups, the unit in which DuckDB frees space. It is repeated (at most three times) while it still
+        shrinks the store.
         """
         with self._write_lock:
             if not self._state.writable:
@@ -390,24 +616,49 @@ class DuckDBStore:
         before = self._count(db)
         db.execute("DELETE FROM spans WHERE start_us < ?", [now_us - self.retention.max_age_us]).fetchall()
         db.execute("CHECKPOINT").fetchall()
+        self._remove_unreferenced_segments(db)
         used = self._used_bytes(db)
         for _ in range(3):
             if used <= limit:
                 break
-            # Aim a tenth below the limit so the next check does not cut again at once.
-            share = min(1.0, 1.0 - (limit * 0.9) / used)
-            cut = self._one(db, "SELECT quantile_disc(start_us, ?) FROM spans", [share])
-            if not cut or cut[0] is None:
+            cut = self._size_cut(db, used, limit)
+            if cut is None:
                 break
-            db.execute("DELETE FROM spans WHERE start_us <= ?", [cut[0]]).fetchall()
+            db.execute("DELETE FROM spans WHERE segment <= ?", [cut]).fetchall()
             db.execute("CHECKPOINT").fetchall()
+            self._remove_unreferenced_segments(db)
             shrunk, used = used, self._used_bytes(db)
             if used >= shrunk:
                 break
         dropped = before - self._count(db)
         if dropped:
+            self._resources.prune(db, "resource_id")
+            self._scopes.prune(db, "scope_id")
             self._refresh_span_range()
         return dropped
+
+    def _size_cut(self, db: duckdb.DuckDBPyConnection, used: int, limit: int) -> int | None:
+        """The newest segment whose rows go, with every older one's, to bring the store a tenth under the
+        limit; each segment frees its file and its rows' share of the database."""
+        counts = db.execute(
+            "SELECT segment, count(*) FROM spans GROUP BY segment ORDER BY segment"
+        ).fetchall()
+        if not counts:
+            return None
+        sizes = self.segments.sizes()
+        per_row = max(0, used - sum(sizes.values())) / sum(int(count) for _, count in counts)
+        wanted = used - limit * 0.9  # aim below the limit so the next check does not cut again at once
+        freed = 0.0
+        for segment, count in counts:
+            freed += sizes.get(int(segment), 0) + int(count) * per_row
+            if freed >= wanted:
+                return int(segment)
+        return int(counts[-1][0])
+
+    def _remove_unreferenced_segments(self, db: duckdb.DuckDBPyConnection) -> None:
+        """Delete the segment files no stored row points into any more (never the one appended to)."""
+        referenced = [int(row[0]) for row in db.execute("SELECT DISTINCT segment FROM spans").fetchall()]
+        self.segments.remove_unreferenced(referenced)
 
     @staticmethod
     def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
@@ -420,9 +671,9 @@ class DuckDBStore:
         return int(row[0]) if row else 0
 
     def _used_bytes(self, con: duckdb.DuckDBPyConnection) -> int:
-        """Blocks in use by the database plus its write-ahead log not yet checkpointed."""
-        row = self._one(con, "SELECT used_blocks * block_size FROM pragma_database_size()")
-        return (int(row[0]) if row else 0) + self._wal_bytes()
+        """Blocks in use by the database, its write-ahead log not yet checkpointed, and the segment files."""
+        row = self._one(con, f"SELECT used_blocks * block_size FROM {DATABASE_SIZE}")
+        return (int(row[0]) if row else 0) + self._wal_bytes() + self.segments.total_bytes()
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -477,19 +728,48 @@ class DuckDBStore:
         """The spans of each trace found, in the order asked, each sorted by start."""
         if not trace_ids:
             return []
-        placeholders = ", ".join("?" for _ in trace_ids)
-        rows = self._rows(
-            f"SELECT {ROW} FROM spans WHERE trace_id IN ({placeholders}) ORDER BY start_us, span_id",
-            list(trace_ids),
-        )
+        wanted = {bytes(t) for t in trace_ids}
+        condition, keys = _by_trace_key(trace_ids)
+        sql = f"SELECT {ROW} FROM spans WHERE {condition} ORDER BY start_us, span_id"
+
+        def fetch(
+            cursor: duckdb.DuckDBPyConnection,
+        ) -> tuple[list[Any], list[Body], dict[int, bytes], dict[int, bytes]]:
+            seen: set[tuple[bytes, bytes]] = set()
+            rows = []
+            for row in cursor.execute(sql, keys).fetchall():
+                key = (bytes(row[0]), bytes(row[1]))
+                if key[0] in wanted and key not in seen:  # a span sent twice (a retry) is shown once
+                    seen.add(key)
+                    rows.append(row)
+            bodies = self.segments.read([(int(r[10]), int(r[11]), int(r[12])) for r in rows])
+            resources = self._resources.bodies(cursor, {int(r[13]) for r in rows})
+            scopes = self._scopes.bodies(cursor, {int(r[14]) for r in rows})
+            return rows, bodies, resources, scopes
+
+        rows, bodies, resources, scopes = self._read(fetch)
         grouped: dict[bytes, list[Span]] = {bytes(t): [] for t in trace_ids}
-        seen: dict[bytes, set[bytes]] = {bytes(t): set() for t in trace_ids}
-        for row in rows:
-            trace_id, span_id = bytes(row[0]), bytes(row[1])
-            if span_id in seen[trace_id]:
-                continue  # a span sent twice (an exporter retry) is shown once
-            seen[trace_id].add(span_id)
-            grouped[trace_id].append(span_from_row(*row))
+        for row, body in zip(rows, bodies, strict=True):
+            trace_id, span_id, parent_id, service, operation, kind, start, duration, status, instance = row[
+                :10
+            ]
+            span = span_from_row(
+                bytes(trace_id),
+                bytes(span_id),
+                bytes(parent_id),
+                service,
+                operation,
+                kind,
+                start,
+                duration,
+                status,
+                instance,
+                body.data,
+                resources[int(row[13])],
+                scopes[int(row[14])],
+                body.problem,
+            )
+            grouped[bytes(trace_id)].append(span)
         return [spans for spans in grouped.values() if spans]
 
     def find_traces(self, query: TraceQuery) -> list[bytes]:
@@ -743,3 +1023,4 @@ class DuckDBStore:
                     self._db.execute("CHECKPOINT").fetchall()
             with self._gate.exclusive():
                 self._close_connections()
+            self.segments.close()
