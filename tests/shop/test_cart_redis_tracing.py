@@ -3,32 +3,16 @@ exists (redis-py is imported only then, not by a cart whose carts live in memory
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from boutique.shop.cart.store import RedisCartStore, parse_redis_address
-from tests.shop.test_cart import RedisProcess
+from tests.shop.test_cart import RedisProcess, redis_server  # noqa: F401  (the fixture)
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed: apt-get install redis-server")
-    server = RedisProcess(tmp_path / "redis")
-    server.directory.mkdir()
-    server.start()
-    yield server
-    server.stop()
-
-
-async def test_a_store_made_before_instrumenting_has_its_commands_traced(redis_server: RedisProcess) -> None:
+async def test_a_store_made_before_instrumenting_has_its_commands_traced(redis_server: RedisProcess) -> None:  # noqa: F811
     store = RedisCartStore(*parse_redis_address(redis_server.address))  # as cart.server.serve() does
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
