@@ -1,10 +1,10 @@
 """The DuckDB span store: one row per span in one file, span bodies in segment files beside it.
 
 Ingest writes from one thread through one connection, a batch at a time: its span bodies go to the
-current segment file with one write and a sync (`segments`), then its rows — ids, indexed fields, tag
+current segment file with one write and a sync (`segments`) while its rows — ids, indexed fields, tag
 signature, where the body lies, and the ids of its resource and scope, stored once each in side tables
-(`interned`) — are inserted as one Arrow array (`arrow`) and committed. An append returns only after
-both, so nothing acknowledged is lost to a crash. Queries run on cursors of their own (DuckDB's
+(`interned`) — are inserted as one Arrow array (`arrow`); the rows are committed once the bodies are
+on disk. An append returns only after both, so nothing acknowledged is lost to a crash. Queries run on cursors of their own (DuckDB's
 MVCC lets them read while the writer appends). A search runs in two steps: SQL over the narrow
 columns (service, operation, kind, times, status and the 256-bit tag signature, see `tagsig`) finds
 candidate spans newest first without reading a span body; then the candidates' traces are fetched
@@ -28,6 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -179,6 +180,7 @@ class DuckDBStore:
         self._unexplained = 0
         self._closed = False
         self.segments = Segments(self._beside(".segments"), segment_bytes(self.retention.max_bytes))
+        self._syncer = futures.ThreadPoolExecutor(1, thread_name_prefix="segment-sync")  # see `_store`
         self._resources = Interned("resources", ("service", "instance"))
         self._scopes = Interned("scopes")
         self._migrating = False  # the earlier layout is being copied into a new file
@@ -526,8 +528,12 @@ class DuckDBStore:
             self._span_range = (low, high)
 
     def _store(self, batch: SpanBatch, extra: tuple[str, list[Any]] | None = None) -> None:
-        """Write the bodies to the current segment (synced), then insert and commit the rows, with `extra`
-        (one more statement) in the same commit. Called with the write lock held."""
+        """Write the bodies to the current segment and sync them while the rows are inserted, then commit
+        the rows, with `extra` (one more statement) in the same commit. Called with the write lock held.
+
+        The sync runs on its own thread beside the insert (both release the GIL): the commit waits for it,
+        so no committed row ever points at bytes that are not on disk.
+        """
         db = self._db
         resource_ids, new_resources = self._resources.ids(
             db, batch.resources, list(zip(batch.services, batch.instances, strict=True))
@@ -535,38 +541,40 @@ class DuckDBStore:
         scope_ids, new_scopes = self._scopes.ids(db, batch.scopes)
         segment, start = self.segments.place()
         incoming_spans = span_rows(batch, resource_ids, scope_ids, start)
-        self.segments.write(batch.body)
         try:
-            insert = insert_spans(segment)
-            if new_resources or new_scopes or extra:
-                self._insert_with(incoming_spans, insert, new_resources, new_scopes, extra)
-            else:
-                # DuckDB finds `incoming_spans` among the caller's variables (a replacement scan): cheaper
-                # per batch than registering and unregistering a view of it.
-                db.execute(insert).fetchall()
+            synced = self._syncer.submit(self.segments.write, batch.body)
+            try:
+                self._insert(incoming_spans, insert_spans(segment), new_resources, new_scopes, extra, synced)
+            finally:
+                futures.wait([synced])  # never leave a write running past this append
         finally:
             # Once rows pointing at the bodies may have been committed, their bytes are never reused.
             self.segments.advance(len(batch.body))
         self._resources.committed(new_resources)
         self._scopes.committed(new_scopes)
 
-    def _insert_with(
+    def _insert(
         self,
         incoming_spans: na.Array,
         insert: str,
         new_resources: list[tuple[Any, ...]],
         new_scopes: list[tuple[Any, ...]],
         extra: tuple[str, list[Any]] | None,
+        synced: futures.Future[tuple[int, int]],
     ) -> None:
-        """The span insert in one transaction with the new side-table rows and `extra`."""
+        """The span insert in one transaction with the new side-table rows and `extra`, committed once
+        `synced` (the bodies' write) succeeded; its `OSError` rolls the rows back and is raised."""
         db = self._db
         db.begin()
         try:
             self._resources.insert(db, new_resources)
             self._scopes.insert(db, new_scopes)
-            db.execute(insert).fetchall()  # reads `incoming_spans` (a replacement scan)
+            # DuckDB finds `incoming_spans` among the caller's variables (a replacement scan): cheaper per
+            # batch than registering and unregistering a view of it.
+            db.execute(insert).fetchall()
             if extra is not None:
                 db.execute(*extra).fetchall()
+            synced.result()
             db.commit()
         except BaseException:
             with contextlib.suppress(duckdb.Error):
@@ -1024,3 +1032,4 @@ class DuckDBStore:
             with self._gate.exclusive():
                 self._close_connections()
             self.segments.close()
+        self._syncer.shutdown()
