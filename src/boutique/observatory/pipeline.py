@@ -1,9 +1,12 @@
-"""Receivers → processors → bounded queue → store, with the sender answered only once spans are stored.
+"""Receivers → processors → bounded queue → store, with the sender answered only once its items are stored.
+
+Items are spans, log records or metric points (any `signals.Batch`; the capacity counts items of all).
 
 `submit` refuses at once (`QueueFull`) when the spans waiting would exceed the capacity, so overload
 answers 429 / RESOURCE_EXHAUSTED instead of growing memory; otherwise it resolves when the writer
-thread has committed the batch, so a success reply means the spans survive a `kill -9`. The writer
-groups whatever is waiting into one store append (group commit).
+thread has committed the batch, so a success reply means the items survive a `kill -9`. The writer
+groups what is waiting, batches of one signal at a time, into one store append (group commit), then
+calls each `on_stored` listener with the stored batch (tail sampling follows traces that way).
 
 While the store is read-only (a full disk), `submit` refuses at once with `StoreFailed` and the writer
 asks the store to `recover` every `probe_every` seconds; a store that cannot even be reopened is
@@ -20,8 +23,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
-from boutique.observatory.model import SpanBatch
 from boutique.observatory.processors import Processor
+from boutique.observatory.signals import Batch
 from boutique.observatory.store import Store
 from boutique.observatory.store.base import StoreBroken
 
@@ -52,6 +55,7 @@ class Pipeline:
         retention_every: float = 30.0,
         probe_every: float = 1.0,
         on_broken: Callable[[str], None] | None = None,
+        on_stored: Sequence[Callable[[Batch], None]] = (),
     ) -> None:
         self.store = store
         self.processors = list(processors)
@@ -60,8 +64,9 @@ class Pipeline:
         self.retention_every = retention_every
         self.probe_every = probe_every
         self.on_broken = on_broken
+        self.on_stored = list(on_stored)  # called on the writer thread after each commit; must be quick
         self.broken: str | None = None  # why the store can no longer be used, once it cannot
-        self._queue: deque[tuple[SpanBatch, Future[int]]] = deque()
+        self._queue: deque[tuple[Batch, Future[int]]] = deque()
         self._queued_spans = 0
         self._cond = threading.Condition()
         self._stopping = False
@@ -80,8 +85,8 @@ class Pipeline:
             self._thread = threading.Thread(target=self._run, name="observatory-writer", daemon=True)
             self._thread.start()
 
-    def offer(self, batch: SpanBatch) -> Future[int]:
-        """Queue a batch; a future of the spans stored, or `QueueFull` / `StoreFailed` (store read-only) at once."""
+    def offer(self, batch: Batch) -> Future[int]:
+        """Queue a batch; a future of the items stored, or `QueueFull` / `StoreFailed` (store read-only) at once."""
         future: Future[int] = Future()
         if len(batch) == 0:
             future.set_result(0)
@@ -108,26 +113,32 @@ class Pipeline:
             self._cond.notify()
         return future
 
-    async def submit(self, batch: SpanBatch) -> int:
-        """Queue a batch and wait until it is stored; the number of spans stored."""
+    async def submit(self, batch: Batch) -> int:
+        """Queue a batch and wait until it is stored; the number of items stored."""
         return await asyncio.wrap_future(self.offer(batch))
 
-    def _take(self, wait: float) -> list[tuple[SpanBatch, Future[int]]]:
-        """Wait up to `wait` s for batches and take up to `group_spans` of them (at least one); [] if none."""
+    def _take(self, wait: float) -> list[tuple[Batch, Future[int]]]:
+        """Wait up to `wait` s for batches and take up to `group_spans` items of them (at least one), all of
+        the first one's signal; [] if none."""
         with self._cond:
             while not self._queue and not self._stopping:
                 self._cond.wait(timeout=wait)
                 if not self._queue:
                     return []
-            taken: list[tuple[SpanBatch, Future[int]]] = []
+            taken: list[tuple[Batch, Future[int]]] = []
             spans = 0
-            while self._queue and (not taken or spans + len(self._queue[0][0]) <= self.group_spans):
+            kind = type(self._queue[0][0])
+            while (
+                self._queue
+                and type(self._queue[0][0]) is kind
+                and (not taken or spans + len(self._queue[0][0]) <= self.group_spans)
+            ):
                 batch, future = self._queue.popleft()
                 taken.append((batch, future))
                 spans += len(batch)
             return taken
 
-    def _release(self, taken: list[tuple[SpanBatch, Future[int]]]) -> None:
+    def _release(self, taken: list[tuple[Batch, Future[int]]]) -> None:
         with self._cond:
             self._queued_spans -= sum(len(b) for b, _ in taken)
 
@@ -180,11 +191,11 @@ class Pipeline:
             self.failed += len(batch)
             future.set_exception(StoreFailed(f"the store is broken: {self.broken}"))
 
-    def _write(self, taken: list[tuple[SpanBatch, Future[int]]]) -> None:
+    def _write(self, taken: list[tuple[Batch, Future[int]]]) -> None:
         """Process and store the taken batches as one append; settle their futures."""
         try:
             counts = [len(batch) for batch, _ in taken]
-            combined = SpanBatch.concat([batch for batch, _ in taken])
+            combined = type(taken[0][0]).concat([batch for batch, _ in taken])
             self.store.append(combined)
         except Exception as exc:
             if isinstance(exc, StoreBroken):
@@ -200,6 +211,11 @@ class Pipeline:
         self.stored += len(combined)
         for (_, future), count in zip(taken, counts, strict=True):
             future.set_result(count)
+        for listener in self.on_stored:
+            try:
+                listener(combined)
+            except Exception:
+                log.exception("a listener of stored batches failed")
 
     def stop(self, timeout: float = 30.0) -> None:
         """Store what is queued, then stop the writer."""

@@ -1,4 +1,4 @@
-"""The observatory's query API: Jaeger v1, Jaeger api/v3 and Zipkin v2 routes over one store."""
+"""The observatory's query API: Jaeger v1, Jaeger api/v3 and Zipkin v2 routes, logs and metrics, over one store."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from starlette.routing import BaseRoute
 from boutique.observatory.api.jaeger import jaeger_routes
 from boutique.observatory.api.jaeger_v3 import v3_routes
 from boutique.observatory.api.zipkin import zipkin_routes
+from boutique.observatory.logs.api import logs_routes
+from boutique.observatory.metrics.api import metrics_routes
 from boutique.observatory.store.base import Store
 
 __all__ = ["query_routes"]
@@ -14,4 +16,10 @@ __all__ = ["query_routes"]
 
 def query_routes(store: Store) -> list[BaseRoute]:
     """Every query route (all under `/api/`), for mounting on the query port's app."""
-    return [*v3_routes(store), *zipkin_routes(store), *jaeger_routes(store)]
+    return [
+        *v3_routes(store),
+        *zipkin_routes(store),
+        *logs_routes(store),
+        *metrics_routes(store),
+        *jaeger_routes(store),
+    ]

@@ -1,15 +1,18 @@
-"""Processors: each takes a `SpanBatch` and returns the batch to store (`redact`: card-number masking)."""
+"""Processors: each takes a batch of any signal and returns the batch to store (`redact`: card-number masking)."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from boutique.observatory.model import SpanBatch
+from boutique.observatory.signals import Batch
 
 
 class Processor(Protocol):
-    """One step between the queue and the store; runs on the writer thread."""
+    """One step before the queue; runs on the sender's side (`Pipeline.offer`).
 
-    def process(self, batch: SpanBatch) -> SpanBatch:
-        """The batch to pass on (possibly changed or with spans dropped)."""
+    A processor passes on unchanged the batches of signals it does not handle.
+    """
+
+    def process(self, batch: Batch) -> Batch:
+        """The batch to pass on (possibly changed or with items dropped)."""
         ...

@@ -17,6 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from boutique.observatory.model import SpanBatch
 from boutique.observatory.otlp.walk import card_candidates_compiled
+from boutique.observatory.signals import Batch
 
 _CANDIDATE_BYTES = re.compile(rb"\d(?:[ -]?\d){12,18}")
 _NOT_DIGITS = bytes(b for b in range(256) if not 0x30 <= b <= 0x39)
@@ -97,8 +98,10 @@ class CardRedactor:
     def __init__(self) -> None:
         self.redacted_spans = 0
 
-    def process(self, batch: SpanBatch) -> SpanBatch:
+    def process(self, batch: Batch) -> Batch:
         """The batch with every card-number-looking value masked."""
+        if not isinstance(batch, SpanBatch):
+            return batch
         changes: dict[int, tuple[bytes, str]] = {}
         for index in card_candidates(batch):
             result = redact_span(batch.body_at(index))

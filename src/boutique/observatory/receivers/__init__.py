@@ -1,4 +1,4 @@
-"""Receivers: each turns one wire format into a `SpanBatch`; `RECEIVERS` lists those the observatory serves.
+"""Receivers: each turns one wire format into a batch (spans, logs, metrics); `RECEIVERS` lists those served.
 
 A receiver is one module declaring `RECEIVER`, an `HttpReceiver` (its port, its routes, the decoder of
 each Content-Type it takes) or a `GrpcReceiver` (its port, its service and methods, its decoder). The
@@ -6,6 +6,8 @@ server walks `RECEIVERS` to build its HTTP apps and gRPC servers, so adding a pr
 module and a line below. The decoders (`otlp_proto`, `otlp_json`, `zipkin`) are plain functions of bytes.
 """
 
+from boutique.observatory.logs.receivers import RECEIVERS as LOGS_RECEIVERS
+from boutique.observatory.metrics.receivers import RECEIVERS as METRICS_RECEIVERS
 from boutique.observatory.receivers import otlp_grpc, otlp_http, zipkin_http
 from boutique.observatory.receivers.base import GrpcReceiver, HttpReceiver, Limits, Receiver
 
@@ -13,6 +15,8 @@ RECEIVERS: tuple[Receiver, ...] = (
     otlp_grpc.RECEIVER,
     otlp_http.RECEIVER,
     zipkin_http.RECEIVER,
+    *LOGS_RECEIVERS,
+    *METRICS_RECEIVERS,
 )
 
 __all__ = ["RECEIVERS", "GrpcReceiver", "HttpReceiver", "Limits", "Receiver"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 import grpc
 from starlette.routing import BaseRoute
@@ -17,8 +18,11 @@ from starlette.routing import BaseRoute
 from boutique.observatory.config import Ports
 from boutique.observatory.model import SpanBatch
 from boutique.observatory.pipeline import Pipeline
+from boutique.observatory.signals import Batch
 
-Decoder = Callable[[bytes], SpanBatch]  # a payload to spans; `PayloadError` when it cannot be decoded
+Decoder = Callable[[bytes], Batch]  # a payload to a batch; `PayloadError` when it cannot be decoded
+B = TypeVar("B", bound=Batch)
+SpanDecoder = Callable[[bytes], SpanBatch]  # a payload to spans
 INLINE_DECODE_BYTES = 512 * 1024  # larger payloads are decoded on a worker thread, off the event loop
 PORT_NAMES = tuple(f.name for f in fields(Ports))
 
@@ -69,8 +73,8 @@ class GrpcReceiver:
 Receiver = HttpReceiver | GrpcReceiver
 
 
-async def decode_payload(decoder: Decoder, payload: bytes) -> SpanBatch:
-    """The payload's spans, decoded inline when small and on a worker thread when large."""
+async def decode_payload(decoder: Callable[[bytes], B], payload: bytes) -> B:
+    """The payload's batch, decoded inline when small and on a worker thread when large."""
     if len(payload) <= INLINE_DECODE_BYTES:
         return decoder(payload)
     return await asyncio.to_thread(decoder, payload)

@@ -10,12 +10,12 @@ failing (retry later). Each receiver turns that into its protocol's response.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 from starlette.requests import Request
 
-from boutique.observatory.model import SpanBatch
 from boutique.observatory.pipeline import Pipeline, QueueFull, StoreFailed
-from boutique.observatory.receivers.base import Decoder, Limits, decode_payload
+from boutique.observatory.receivers.base import B, Limits, decode_payload
 from boutique.observatory.receivers.otlp_proto import PayloadError
 
 JSON = "application/json"
@@ -103,8 +103,8 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def ingest(request: Request, pipeline: Pipeline, limits: Limits, decoder: Decoder) -> SpanBatch:
-    """Read, decode and store one request's spans; `Refused` with the status to answer otherwise."""
+async def ingest(request: Request, pipeline: Pipeline, limits: Limits, decoder: Callable[[bytes], B]) -> B:
+    """Read, decode and store one request's batch (spans, logs or metrics); `Refused` with the status to answer otherwise."""
     body = await read_body(request, limits)
     try:
         batch = await decode_payload(decoder, body)

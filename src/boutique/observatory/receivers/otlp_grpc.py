@@ -21,13 +21,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from boutique.observatory.pipeline import Pipeline, QueueFull, StoreFailed
 from boutique.observatory.receivers import otlp_proto
-from boutique.observatory.receivers.base import Decoder, GrpcReceiver, decode_payload
+from boutique.observatory.receivers.base import GrpcReceiver, SpanDecoder, decode_payload
 from boutique.observatory.receivers.otlp_proto import PayloadError
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
 REQUEST = "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"
-DECODERS: dict[str, Decoder] = {REQUEST: otlp_proto.decode}
+DECODERS: dict[str, SpanDecoder] = {REQUEST: otlp_proto.decode}
 
 
 def _retry_trailers(code: grpc.StatusCode, message: str, seconds: int) -> tuple[tuple[str, bytes], ...]:

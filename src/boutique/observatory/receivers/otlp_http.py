@@ -19,11 +19,11 @@ from starlette.routing import BaseRoute, Route
 from boutique.observatory.model import SpanBatch
 from boutique.observatory.pipeline import Pipeline
 from boutique.observatory.receivers import otlp_json, otlp_proto
-from boutique.observatory.receivers.base import Decoder, HttpReceiver, Limits
+from boutique.observatory.receivers.base import HttpReceiver, Limits, SpanDecoder
 from boutique.observatory.receivers.http import JSON, Refused, ingest, media_type, retry_headers
 
 PROTOBUF = "application/x-protobuf"
-DECODERS: dict[str, Decoder] = {PROTOBUF: otlp_proto.decode, JSON: otlp_json.decode}
+DECODERS: dict[str, SpanDecoder] = {PROTOBUF: otlp_proto.decode, JSON: otlp_json.decode}
 
 # google.rpc.Code numbers used in OTLP error bodies.
 _RPC_CODES = {400: 3, 413: 8, 415: 3, 429: 8, 503: 14}

@@ -12,10 +12,10 @@ from starlette.routing import BaseRoute, Route
 
 from boutique.observatory.pipeline import Pipeline
 from boutique.observatory.receivers import zipkin
-from boutique.observatory.receivers.base import Decoder, HttpReceiver, Limits
+from boutique.observatory.receivers.base import HttpReceiver, Limits, SpanDecoder
 from boutique.observatory.receivers.http import JSON, Refused, ingest, media_type, retry_headers
 
-DECODERS: dict[str, Decoder] = {"": zipkin.decode, JSON: zipkin.decode}  # Content-Type may be absent
+DECODERS: dict[str, SpanDecoder] = {"": zipkin.decode, JSON: zipkin.decode}  # Content-Type may be absent
 
 
 def zipkin_ingest_routes(pipeline: Pipeline, limits: Limits) -> list[BaseRoute]:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
-from boutique.observatory.model import STATUS_NAMES, Span, SpanBatch
+import duckdb
+
+from boutique.observatory.model import STATUS_NAMES, Span
+from boutique.observatory.signals import Batch
+
+T = TypeVar("T")
 
 TagOp = Literal["=", "!=", "prefix", "regex"]
 TAG_OPS: tuple[TagOp, ...] = ("=", "!=", "prefix", "regex")
@@ -140,8 +145,12 @@ class StoreBroken(Exception):
 class Store(Protocol):
     """Where spans go and where queries read them; appends come from one writer thread."""
 
-    def append(self, batch: SpanBatch) -> None:
-        """Store a batch durably (returns once it survives a crash)."""
+    def append(self, batch: Batch) -> None:
+        """Store a batch of any signal durably (returns once it survives a crash)."""
+        ...
+
+    def read(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `work` with a read cursor (the queries of the logs and metrics modules)."""
         ...
 
     def services(self) -> list[str]:

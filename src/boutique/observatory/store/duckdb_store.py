@@ -39,6 +39,7 @@ import nanoarrow as na
 from boutique.observatory import tagsig
 from boutique.observatory.decode import span_from_row
 from boutique.observatory.model import KIND_NUMBERS, STATUS_ERROR, Span, SpanBatch
+from boutique.observatory.signals import Batch
 from boutique.observatory.store import migrate
 from boutique.observatory.store.arrow import SIGNATURE_COLUMNS, insert_spans, span_rows
 from boutique.observatory.store.base import (
@@ -60,6 +61,7 @@ from boutique.observatory.store.disk import (
 from boutique.observatory.store.gate import Gate
 from boutique.observatory.store.interned import Interned
 from boutique.observatory.store.segments import Body, Segments, sync_directory
+from boutique.observatory.store.signal_tables import TABLES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -180,6 +182,7 @@ class DuckDBStore:
         self._unexplained = 0
         self._closed = False
         self.segments = Segments(self._beside(".segments"), segment_bytes(self.retention.max_bytes))
+        self._tables = {table.batch_type: table for table in TABLES}
         self._syncer = futures.ThreadPoolExecutor(1, thread_name_prefix="segment-sync")  # see `_store`
         self._resources = Interned("resources", ("service", "instance"))
         self._scopes = Interned("scopes")
@@ -265,7 +268,8 @@ class DuckDBStore:
                 path.unlink()
 
     def _schema(self) -> str:
-        return SCHEMA + self._resources.schema() + self._scopes.schema()
+        tables = "".join(table.schema() for table in TABLES)
+        return SCHEMA + self._resources.schema() + self._scopes.schema() + tables
 
     def _load(self, db: duckdb.DuckDBPyConnection, writable: bool) -> None:
         """Read the side tables' ids and where the next body goes (after the last one a row points at)."""
@@ -500,8 +504,11 @@ class DuckDBStore:
 
     # ---- writing -----------------------------------------------------------------------------
 
-    def append(self, batch: SpanBatch) -> None:
-        """Store a batch: its bodies written and synced, then its rows inserted and committed."""
+    def append(self, batch: Batch) -> None:
+        """Store a batch durably: spans with their bodies in segments, other signals in their tables."""
+        if not isinstance(batch, SpanBatch):
+            self._append_signal(batch)
+            return
         if not batch.size:
             return
         if batch.signature.shape != (batch.size, tagsig.WORDS):
@@ -526,6 +533,35 @@ class DuckDBStore:
             if self._span_range is not None:
                 low, high = min(low, self._span_range[0]), max(high, self._span_range[1])
             self._span_range = (low, high)
+
+    def _append_signal(self, batch: Batch) -> None:
+        """Insert and commit a log or metric batch through its table, with the spans' failure handling."""
+        table = self._tables.get(type(batch))
+        if table is None:
+            raise TypeError(f"no table stores {type(batch).__name__}")
+        if not len(batch):
+            return
+        with self._write_lock:
+            if not self._state.writable:
+                raise StoreReadOnly(f"the store is {self._state.summary}")
+            db = self._db
+            try:
+                db.begin()
+                try:
+                    table.insert(db, batch)
+                    db.commit()
+                except BaseException:
+                    with contextlib.suppress(duckdb.Error):
+                        db.rollback()
+                    raise
+            except duckdb.Error as exc:
+                if is_write_failure(exc):
+                    raise self._write_failed(exc) from exc
+                raise
+
+    def read(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `work` with a read cursor of this thread's (queries of the other signals' modules)."""
+        return self._read(work)
 
     def _store(self, batch: SpanBatch, extra: tuple[str, list[Any]] | None = None) -> None:
         """Write the bodies to the current segment and sync them while the rows are inserted, then commit
@@ -622,7 +658,10 @@ class DuckDBStore:
         limit = self.retention.max_bytes
         db = self._db
         before = self._count(db)
-        db.execute("DELETE FROM spans WHERE start_us < ?", [now_us - self.retention.max_age_us]).fetchall()
+        cutoff = now_us - self.retention.max_age_us
+        db.execute("DELETE FROM spans WHERE start_us < ?", [cutoff]).fetchall()
+        for table in TABLES:
+            table.delete_before(db, cutoff)
         db.execute("CHECKPOINT").fetchall()
         self._remove_unreferenced_segments(db)
         used = self._used_bytes(db)
@@ -631,8 +670,11 @@ class DuckDBStore:
                 break
             cut = self._size_cut(db, used, limit)
             if cut is None:
-                break
-            db.execute("DELETE FROM spans WHERE segment <= ?", [cut]).fetchall()
+                if not self._cut_signals(db):
+                    break
+            else:
+                db.execute("DELETE FROM spans WHERE segment <= ?", [cut]).fetchall()
+                self._cut_signals(db, self._one(db, "SELECT min(start_us) FROM spans"))
             db.execute("CHECKPOINT").fetchall()
             self._remove_unreferenced_segments(db)
             shrunk, used = used, self._used_bytes(db)
@@ -644,6 +686,19 @@ class DuckDBStore:
             self._scopes.prune(db, "scope_id")
             self._refresh_span_range()
         return dropped
+
+    def _cut_signals(self, db: duckdb.DuckDBPyConnection, oldest_span: tuple[Any, ...] | None = None) -> int:
+        """The size cut's share of the other signals: what is older than the oldest span left, or (no
+        span left) the older half of their time range; rows deleted."""
+        if oldest_span is not None and oldest_span[0] is not None:
+            cutoff = int(oldest_span[0])
+        else:
+            ranges = [r for r in (table.time_range(db) for table in TABLES) if r is not None]
+            if not ranges:
+                return 0
+            low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+            cutoff = low + max(1, (high - low) // 2)
+        return sum(table.delete_before(db, cutoff) for table in TABLES)
 
     def _size_cut(self, db: duckdb.DuckDBPyConnection, used: int, limit: int) -> int | None:
         """The newest segment whose rows go, with every older one's, to bring the store a tenth under the
