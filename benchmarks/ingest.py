@@ -13,9 +13,14 @@ store checkpoints, and that time counts: the sustained rate is spans over rounds
 whole process (all its threads) is pinned to `--cores` CPUs (default 2) and its CPU time is measured
 too. The ratios printed are sustained stored/parsed spans per second (targets: 0.35 compiled, 0.15
 pure-Python). Then (C) runs a real `boutique observatory` process (it inherits the pinning), sends it
-the same payloads over OTLP/HTTP and samples its resident memory (target < 300 MiB).
+the same payloads over OTLP/HTTP and samples its resident memory (target < 300 MiB). (E) and (F)
+do for log records and metric points what (A)/(B) do for spans: OTLP requests of 512 records or points
+(`payloads_logs.py`, `payloads_metrics.py`), parsed by the opentelemetry.proto class against decoded,
+redacted and committed through a `Pipeline` into a store of their own, rounds alternating, the closing
+checkpoint counted. (G) runs `benchmarks/sampling.py`: the same span path with and without the
+tail-sampling stage (journal, hold, policies), on half as many spans.
 Usage: python benchmarks/ingest.py [--spans 200000] [--rounds 10] [--direct] [--dir DIR] [--cores N]
-       [--no-process]
+       [--no-process] [--records 100000] [--no-signals] [--no-sampling]
 """
 
 from __future__ import annotations
@@ -39,12 +44,16 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import payloads_logs
+import payloads_metrics
 import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
+from boutique.observatory.logs import decode as logs_decode
+from boutique.observatory.metrics import decode as metrics_decode
 from boutique.observatory.model import SpanBatch
 from boutique.observatory.otlp import walk
 from boutique.observatory.pipeline import Pipeline, QueueFull
@@ -412,6 +421,61 @@ def measure(args: argparse.Namespace, folder: Path) -> None:
     ceiling(folder / "ceiling.duckdb", next(iter(stores.values())).path, results["parse"])
     if args.process:
         real_process(data, folder)
+    if args.signals:
+        other_signals(args, folder)
+    if args.sampling:
+        tail_sampling(args)
+
+
+def tail_sampling(args: argparse.Namespace) -> None:
+    """(G) the tail-sampling stage's cost: `benchmarks/sampling.py` on the same cores, its lines indented."""
+    print("  (G) tail sampling, ingest with and without the sampler (benchmarks/sampling.py):", flush=True)
+    script = Path(__file__).with_name("sampling.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "--spans", str(max(20_000, args.spans // 2))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in (done.stdout + done.stderr).splitlines():
+        print(f"    {line}")
+
+
+def other_signals(args: argparse.Namespace, folder: Path) -> None:
+    """(E) log records and (F) metric points: stored through the pipeline vs parse-only, rounds alternating."""
+    signals = {
+        "logs": ("(E) log records", payloads_logs, logs_decode.decode),
+        "metrics": ("(F) metric points", payloads_metrics, metrics_decode.decode),
+    }
+    for name, (label, module, decoder) in signals.items():
+        data = module.payloads(args.records + 4 * BATCH)
+        warm, data = data[:4], data[4:]
+        store = DuckDBStore(folder / f"{name}.duckdb", threads=1)
+        pipeline = Pipeline(store, processors=[CardRedactor()])
+        pipeline.start()
+        stored_mode, parse_mode = Mode(), Mode()
+        try:
+            through = through_pipeline(pipeline, decoder)
+            through(warm)
+            module.parse_only(warm)
+            store.checkpoint()
+            per_round = -(-len(data) // args.rounds)
+            for number, start in enumerate(range(0, len(data), per_round)):
+                chunk = data[start : start + per_round]
+                runs = [(module.parse_only, parse_mode), (through, stored_mode)]
+                for run, into in runs if number % 2 == 0 else runs[::-1]:
+                    timed(run, chunk, into)
+        finally:
+            pipeline.stop()
+        took = time.perf_counter_ns()
+        store.checkpoint()
+        stored_mode.checkpoint_ns = time.perf_counter_ns() - took
+        store.close()
+        print(
+            f"  {label}: parse-only {parse_mode.rate():,.0f}/s; stored {stored_mode.rate():,.0f}/s over the rounds,"
+            f" {stored_mode.sustained():,.0f}/s sustained: ratio {stored_mode.sustained() / parse_mode.rate():.3f}"
+            f" sustained, {stored_mode.rate() / parse_mode.rate():.3f} over the rounds"
+        )
 
 
 def report(
@@ -564,6 +628,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-process", dest="process", action="store_false", help="skip (C), the real process"
+    )
+    parser.add_argument(
+        "--records", type=int, default=100_000, help="log records and metric points in (E), (F)"
+    )
+    parser.add_argument(
+        "--no-signals", dest="signals", action="store_false", help="skip (E) and (F), logs and metrics"
+    )
+    parser.add_argument(
+        "--no-sampling", dest="sampling", action="store_false", help="skip (G), tail sampling"
     )
     args = parser.parse_args()
     allowed = sorted(os.sched_getaffinity(0))

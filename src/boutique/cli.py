@@ -123,10 +123,20 @@ def _observatory(args: argparse.Namespace) -> int:
     import asyncio
 
     from boutique.observatory.config import ObservatoryConfig, Ports, parse_age, parse_size
+    from boutique.observatory.sampling.config import SamplingFlags, from_options
     from boutique.observatory.server import serve
 
     _configure_logging("observatory", f"observatory-{os.getpid()}", args.log_level)
     try:
+        sampling_file = args.tail_sampling or os.environ.get("BOUTIQUE_TAIL_SAMPLING") or None
+        sampling = SamplingFlags(
+            errors=args.sample_errors,
+            slower_than=args.sample_slower_than,
+            percent=args.sample_percent,
+            spans_per_second=args.sample_spans_per_second,
+            attributes=tuple(args.sample_attribute),
+            decision_wait=args.sample_decision_wait,
+        )
         config = ObservatoryConfig(
             host=args.host,
             ports=Ports(args.otlp_grpc_port, args.otlp_http_port, args.zipkin_port, args.port),
@@ -140,6 +150,7 @@ def _observatory(args: argparse.Namespace) -> int:
             registry_url=args.registry_url or os.environ.get("BOUTIQUE_REGISTRY_URL") or None,
             flags_file=args.flags_file or ObservatoryConfig.env_flags_file(),
             chaos_log=args.chaos_log,
+            tail_sampling=from_options(Path(sampling_file) if sampling_file else None, sampling),
         )
         asyncio.run(serve(config))
     except (OSError, ValueError) as exc:
@@ -391,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="spans waiting to be stored before 429 (default 100000)",
     )
     observatory.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+    _add_sampling_arguments(observatory)
     observatory.set_defaults(func=_observatory)
 
     from boutique.run.options import add_arguments as add_up_arguments
@@ -489,6 +501,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"boutique {args.command}: {exc}", file=sys.stderr)
             return 2
     return 0
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The observatory's tail-sampling options (off unless one of them is given)."""
+    group = parser.add_argument_group(
+        "tail sampling",
+        "Off unless --tail-sampling or a --sample-* policy is given. Each trace is held until its decision "
+        "wait has passed since its first span, then kept if any policy keeps it; the rest is not stored. "
+        "Counts per policy: GET /api/sampling on the query port.",
+    )
+    group.add_argument(
+        "--tail-sampling",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="YAML or JSON in the shape of the OpenTelemetry Collector's tail_sampling processor "
+        "(decision_wait, num_traces, decision_cache, policies); the --sample-* flags add policies to it "
+        "(default: $BOUTIQUE_TAIL_SAMPLING)",
+    )
+    group.add_argument("--sample-errors", action="store_true", help="keep every trace with an ERROR span")
+    group.add_argument(
+        "--sample-slower-than",
+        metavar="DURATION",
+        help="keep traces lasting at least this long, first span start to last span end (e.g. 500ms)",
+    )
+    group.add_argument(
+        "--sample-percent",
+        type=float,
+        metavar="P",
+        help="keep P%% of traces, chosen by a hash of the trace id (the same choice everywhere)",
+    )
+    group.add_argument(
+        "--sample-spans-per-second",
+        type=int,
+        metavar="N",
+        help="keep traces while this keeps at most N spans per second of the traces' own start time",
+    )
+    group.add_argument(
+        "--sample-attribute",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep traces with a span or resource attribute equal to VALUE, e.g. "
+        "service.name=checkoutservice (repeatable)",
+    )
+    group.add_argument(
+        "--sample-decision-wait",
+        metavar="DURATION",
+        help="how long after its first span a trace is decided (default 10s; the file's decision_wait)",
+    )
 
 
 def _bind_host() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -12,8 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpx
 import psutil
 
 from boutique.run.ports import free_port
@@ -120,3 +122,26 @@ def log_events(data_dir: Path, instance: str, event: str) -> list[dict]:
 def read_logs(data_dir: Path) -> dict[str, str]:
     """Every process log under the data directory, by file name."""
     return {path.name: path.read_text(errors="replace") for path in sorted((data_dir / "logs").glob("*.log"))}
+
+
+def observatory_api(up: Up, path: str, **params: Any) -> Any:
+    """GET a JSON document from the query API of the observatory of `up`."""
+    answer = httpx.get(up.state()["observatory_url"] + path, params=params, timeout=20)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def checkout_form(email: str, street_address: str, card: str, cvv: str) -> dict[str, str]:
+    """The frontend's checkout form for a San Francisco address and a card that expires in two years."""
+    return {
+        "email": email,
+        "street_address": street_address,
+        "zip_code": "94107",
+        "city": "San Francisco",
+        "state": "CA",
+        "country": "United States",
+        "credit_card_number": card,
+        "credit_card_expiration_month": "4",
+        "credit_card_expiration_year": str(datetime.date.today().year + 2),
+        "credit_card_cvv": cvv,
+    }

@@ -7,7 +7,6 @@ through the same interfaces a person uses.
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import secrets
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from boutique.shop.services import SERVICES
-from tests.e2e.harness import Up, eventually, log_events, read_logs, start_up
+from tests.e2e.harness import Up, checkout_form, eventually, log_events, observatory_api, read_logs, start_up
 from tests.faults.orders import CHECKOUT_SERVICES
 
 pytestmark = pytest.mark.e2e
@@ -52,18 +51,7 @@ class Shopper:
         assert get("/product/OLJCESPC7Z").status_code == 200
         added = post("/cart", data={"product_id": "OLJCESPC7Z", "quantity": "2"}, follow_redirects=True)
         assert added.status_code == 200
-        form = {
-            "email": "alex.reader@example.com",
-            "street_address": "221 Harbour Road",
-            "zip_code": "94107",
-            "city": "San Francisco",
-            "state": "CA",
-            "country": "United States",
-            "credit_card_number": CARD,
-            "credit_card_expiration_month": "4",
-            "credit_card_expiration_year": str(datetime.date.today().year + 2),
-            "credit_card_cvv": CVV,
-        }
+        form = checkout_form("alex.reader@example.com", "221 Harbour Road", CARD, CVV)
         headers = {"traceparent": f"00-{self.checkout_trace}-{self.checkout_parent}-01"}
         placed = post("/cart/checkout", data=form, headers=headers)
         assert placed.status_code == 200, placed.text[-500:]
@@ -97,13 +85,6 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Up, Shopper
         up.stop()
 
 
-def api(up: Up, path: str, **params: Any) -> Any:
-    """GET a JSON document from the observatory's query API."""
-    answer = httpx.get(up.state()["observatory_url"] + path, params=params, timeout=20)
-    answer.raise_for_status()
-    return answer.json()
-
-
 def trace_of(up: Up, trace_id: str, services: set[str]) -> dict[str, Any]:
     """The trace once spans of all `services` have arrived, and every span's parent but one's with them.
 
@@ -113,7 +94,7 @@ def trace_of(up: Up, trace_id: str, services: set[str]) -> dict[str, Any]:
 
     def probe() -> dict[str, Any] | None:
         try:
-            found = api(up, f"/api/traces/{trace_id}")["data"][0]
+            found = observatory_api(up, f"/api/traces/{trace_id}")["data"][0]
         except httpx.HTTPStatusError:
             return None
         present = {process["serviceName"] for process in found["processes"].values()}
@@ -189,7 +170,7 @@ def test_the_dependency_graph_is_exactly_the_shops_call_edges(shop: tuple[Up, Sh
 
     def edges() -> set[tuple[str, str]] | None:
         now_ms = int(time.time() * 1000)
-        data = api(up, "/api/dependencies", endTs=now_ms, lookback=3_600_000)["data"]
+        data = observatory_api(up, "/api/dependencies", endTs=now_ms, lookback=3_600_000)["data"]
         found = {(edge["parent"], edge["child"]) for edge in data}
         return found if found >= expected else None
 
@@ -201,7 +182,7 @@ def test_every_service_reports_under_its_own_name(shop: tuple[Up, Shopper]) -> N
     up, _ = shop
 
     def services() -> set[str] | None:
-        names = set(api(up, "/api/services")["data"])
+        names = set(observatory_api(up, "/api/services")["data"])
         return names if names >= set(SERVICES) else None
 
     assert eventually(services, "every service") == set(SERVICES)
@@ -211,7 +192,9 @@ def test_each_simulated_shopper_action_is_one_trace_from_the_first_hop(shop: tup
     up, _ = shop
 
     def checkouts() -> list[dict[str, Any]] | None:
-        data = api(up, "/api/traces", service="loadgen", operation="shopper checkout", limit=5)["data"]
+        data = observatory_api(up, "/api/traces", service="loadgen", operation="shopper checkout", limit=5)[
+            "data"
+        ]
         complete = [t for t in data if {"loadgen", "frontend", "checkout", "payment"} <= _services(t)]
         return complete or None
 
@@ -290,7 +273,7 @@ def test_no_card_number_cvv_or_email_in_any_span_log_or_metric(shop: tuple[Up, S
     texts = {}
     for service in SERVICES:
         texts[f"spans of {service}"] = json.dumps(
-            api(up, "/api/traces", service=service, limit=500, lookback="1h")
+            observatory_api(up, "/api/traces", service=service, limit=500, lookback="1h")
         )
     texts.update(read_logs(up.data_dir))
     for address in metrics:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -33,18 +34,47 @@ def test_static_endpoints_parse_comma_lists_and_reject_garbage() -> None:
             StaticEndpoints.parse(bad)
 
 
-def test_json_formatter_emits_required_fields_and_extras() -> None:
+@pytest.fixture
+def json_log(request: pytest.FixtureRequest) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger of the test's own that writes through `JsonFormatter("svc", "svc-0")` into the stream."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter("svc", "svc-0"))
-    logger = logging.getLogger("test.json")
+    logger = logging.getLogger(f"test.json.{request.node.name}")
     logger.addHandler(handler)
     logger.propagate = False
+    yield logger, stream
+    logger.removeHandler(handler)
+
+
+def test_json_formatter_emits_required_fields_and_extras(
+    json_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = json_log
     logger.warning("order placed", extra={"order_id": "o-1"})
     entry = json.loads(stream.getvalue())
     assert entry["service"] == "svc" and entry["instance"] == "svc-0"
     assert entry["event"] == "order placed" and entry["level"] == "warning" and entry["order_id"] == "o-1"
     assert entry["timestamp"].endswith("+00:00")
+
+
+def test_json_formatter_masks_card_numbers_cvvs_and_emails_that_slip_into_a_line(
+    json_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = json_log
+    try:
+        raise ValueError("card 4111 1111 1111 1111 refused for jane.doe@example.com")
+    except ValueError:
+        logger.exception(
+            "charge failed: 4111111111111111 cvv 123", extra={"cvv": 123, "to": "jane.doe@example.com"}
+        )
+    line = stream.getvalue()
+    entry = json.loads(line)
+    assert "4111111111111111" not in line and "4111 1111 1111 1111" not in line
+    assert "jane.doe@" not in line and "123" not in entry["event"]
+    assert entry["event"] == "charge failed: ************1111 cvv ***"
+    assert entry["cvv"] == "***" and entry["to"] == "j***@example.com"
+    assert "1111" in entry["exception"] and "ValueError" in entry["exception"]
 
 
 async def test_stop_reports_not_serving_and_lets_in_flight_calls_finish(

@@ -149,7 +149,7 @@ def test_spans_that_arrive_while_a_batch_is_encoded_keep_the_span_bound(backend:
     settings = QueueSettings(max_spans=100, batch_spans=1000, schedule_delay=60.0)  # the sender stays idle
     queue = grpc_queue(backend.port, settings)
     provider = emit(queue, [f"new-{i}" for i in range(98)])  # arrived while an older batch was encoded
-    older = _Request(b"x" * 10, spans=20)
+    older = _Request(b"x" * 10, items=20)
     with queue._cond:  # the sender's step after encoding, made here at the moment that matters
         queue._enqueue(older)
     assert queue.queued_spans == 98, "the span bound was overrun"

@@ -22,9 +22,8 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "ui"
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Headless Chromium; skipped with a message saying what to install when it is missing."""
+def chromium() -> Iterator[Any]:
+    """Headless Chromium, quit when the fixture ends; skipped with what to install when it is missing."""
     if not CHROMIUM or not CHROMEDRIVER:
         pytest.skip(MISSING)
     driver = chrome_driver()
@@ -32,6 +31,9 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+browser = pytest.fixture(chromium, scope="session", name="browser")  # one for every test of this folder
 
 
 def console_errors(driver: Any) -> list[str]:

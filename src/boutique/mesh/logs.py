@@ -2,7 +2,7 @@
 
 On stderr on one machine; on stdout in a container (`/run/.containerenv` or `/.dockerenv` exists, or
 KUBERNETES_SERVICE_HOST is set), where the platform collects stdout. BOUTIQUE_LOG_STREAM=stdout|stderr
-chooses either way.
+chooses either way. The same records also go over OTLP where spans do (`boutique.mesh.log_export`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
+from boutique.mesh.log_scrub import scrub_field, scrub_text
+
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -29,14 +31,14 @@ class JsonFormatter(logging.Formatter):
         self.instance = instance
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render the record; fields passed with `extra=` become top-level keys."""
+        """Render the record; fields passed with `extra=` become top-level keys; secrets masked (`log_scrub`)."""
         entry: dict[str, Any] = {
             "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "service": self.service,
             "instance": self.instance,
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": scrub_text(record.getMessage()),
         }
         context = trace.get_current_span().get_span_context()
         if context.is_valid:  # the line leads to its trace, and the trace back to its lines
@@ -44,9 +46,9 @@ class JsonFormatter(logging.Formatter):
             entry["span_id"] = format(context.span_id, "016x")
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = scrub_field(key, value)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = scrub_text(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
@@ -76,13 +78,17 @@ def log_stream(
 
 
 def configure_logging(service: str, instance: str, level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Route every logger of this process to `stream` (default: `log_stream()`'s) as JSON lines."""
+    """Route every logger of this process to `stream` (default: `log_stream()`'s) as JSON lines.
+
+    The JSON handler replaces the root logger's others, except the OTLP one of `boutique.mesh.log_export`
+    (records go to both, whichever was set up first).
+    """
     if stream is None:
         stream = sys.stdout if log_stream() == "stdout" else sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(service, instance))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, *(h for h in root.handlers if getattr(h, "otlp_export", False))]
     root.setLevel(level)
     for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

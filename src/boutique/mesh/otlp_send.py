@@ -2,9 +2,10 @@
 
 The SDK's OTLP exporters return one FAILURE for everything (a backend restarting and a request it can
 never accept look the same) and give up after their timeout. The sending queue needs to know which is
-which, so these transports speak OTLP over gRPC (`TraceService/Export`) and HTTP (`POST /v1/traces`)
-themselves, configured from the same standard variables (`OtlpTarget`, read by `boutique.mesh.settings`):
-`OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`, `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._INSECURE`,
+which, so these transports speak OTLP over gRPC (`TraceService/Export`, `LogsService/Export`,
+`MetricsService/Export`) and HTTP (`POST /v1/traces`, `/v1/logs`, `/v1/metrics`) themselves, one
+`Signal` each, configured from the same standard variables (`OtlpTarget`, read by `boutique.mesh.settings`):
+`OTEL_EXPORTER_OTLP_[TRACES_|LOGS_|METRICS_]ENDPOINT`, `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._INSECURE`,
 `..._CERTIFICATE`, `..._CLIENT_KEY`, `..._CLIENT_CERTIFICATE`. Retryable answers are the OpenTelemetry specification's:
 gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED, CANCELLED, OUT_OF_RANGE, DATA_LOSS;
 HTTP 429, 502, 503, 504; no connection at all. Everything else drops the request (it would never pass).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import gzip
+import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,11 +23,64 @@ from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 
-GRPC_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 HTTP_TRACES_PATH = "/v1/traces"
+HTTP_LOGS_PATH = "/v1/logs"
+HTTP_METRICS_PATH = "/v1/metrics"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 RETRY_HTTP_STATUSES = frozenset({429, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One OTLP signal: where its requests go, what its items are called, and how a partial success counts them."""
+
+    name: str  # "traces", "logs" or "metrics"
+    items: str  # what one request carries: "spans", "log records", "data points"
+    grpc_method: str
+    http_path: str
+    response: str  # module:class of the Export*ServiceResponse
+    rejected_field: str  # its partial_success field counting refused items
+
+    def rejected(self, reply: bytes | None) -> int:
+        """How many items an answer says were rejected (partial success); 0 for an empty or odd answer."""
+        if not reply:
+            return 0
+        module, name = self.response.split(":")
+        response = getattr(importlib.import_module(module), name)()
+        try:
+            response.ParseFromString(reply)
+        except Exception:
+            return 0
+        return int(getattr(response.partial_success, self.rejected_field))
+
+
+_COLLECTOR = "opentelemetry.proto.collector"
+TRACES = Signal(
+    "traces",
+    "spans",
+    f"/{_COLLECTOR}.trace.v1.TraceService/Export",
+    HTTP_TRACES_PATH,
+    f"{_COLLECTOR}.trace.v1.trace_service_pb2:ExportTraceServiceResponse",
+    "rejected_spans",
+)
+LOGS = Signal(
+    "logs",
+    "log records",
+    f"/{_COLLECTOR}.logs.v1.LogsService/Export",
+    HTTP_LOGS_PATH,
+    f"{_COLLECTOR}.logs.v1.logs_service_pb2:ExportLogsServiceResponse",
+    "rejected_log_records",
+)
+METRICS = Signal(
+    "metrics",
+    "data points",
+    f"/{_COLLECTOR}.metrics.v1.MetricsService/Export",
+    HTTP_METRICS_PATH,
+    f"{_COLLECTOR}.metrics.v1.metrics_service_pb2:ExportMetricsServiceResponse",
+    "rejected_data_points",
+)
+GRPC_EXPORT_METHOD = TRACES.grpc_method
 
 
 class Verdict(enum.Enum):
@@ -43,7 +98,7 @@ class Answer:
     verdict: Verdict
     reason: str = ""
     retry_after: float | None = None
-    rejected: int = 0  # spans a backend refused in an otherwise successful answer (partial success)
+    rejected: int = 0  # items a backend refused in an otherwise successful answer (partial success)
 
 
 class Transport(Protocol):
@@ -74,10 +129,10 @@ def _read(path: str | None) -> bytes | None:
 
 @dataclass(frozen=True)
 class OtlpTarget:
-    """Where and how to send spans (`boutique.mesh.settings` reads it from the OTLP exporter variables)."""
+    """Where and how to send one signal (`boutique.mesh.settings` reads it from the OTLP exporter variables)."""
 
     protocol: str  # "grpc" or "http/protobuf"
-    endpoint: str
+    endpoint: str  # for HTTP the whole URL, path included
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float = 10.0
     gzip: bool = False
@@ -85,6 +140,7 @@ class OtlpTarget:
     certificate: str | None = None  # file paths, as the variables give them
     client_key: str | None = None
     client_certificate: str | None = None
+    signal: Signal = TRACES
 
     def transport(self) -> Transport:
         """A transport for this target."""
@@ -128,7 +184,10 @@ class GrpcTransport:
             )
             self._channel = grpc.secure_channel(address, credentials, options=options)
         self._export = self._channel.unary_unary(
-            GRPC_EXPORT_METHOD, request_serializer=None, response_deserializer=None, _registered_method=True
+            target.signal.grpc_method,
+            request_serializer=None,
+            response_deserializer=None,
+            _registered_method=True,
         )
         self._compression = grpc.Compression.Gzip if target.gzip else None
         self._rpc_error = grpc.RpcError
@@ -147,7 +206,7 @@ class GrpcTransport:
             if name in self.RETRY_CODES:
                 return Answer(Verdict.RETRY, reason, _retry_info(error))
             return Answer(Verdict.DROP, reason)
-        return Answer(Verdict.SENT, rejected=_rejected_spans(reply))
+        return Answer(Verdict.SENT, rejected=self.target.signal.rejected(reply))
 
     def close(self) -> None:
         """Close the channel."""
@@ -186,7 +245,7 @@ class HttpTransport:
             return Answer(Verdict.RETRY, f"{type(exc).__name__}: {exc}")
         status = response.status_code
         if 200 <= status < 300:
-            return Answer(Verdict.SENT, rejected=_rejected_spans(response.content))
+            return Answer(Verdict.SENT, rejected=self.target.signal.rejected(response.content))
         reason = f"HTTP {status}: {response.text[:200]}"
         if status in RETRY_HTTP_STATUSES:
             return Answer(Verdict.RETRY, reason, _seconds(response.headers.get("retry-after")))
@@ -222,17 +281,3 @@ def _retry_info(error: Any) -> float | None:
     except Exception:
         return None
     return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-
-
-def _rejected_spans(reply: bytes | None) -> int:
-    """How many spans an ExportTraceServiceResponse says were rejected (partial success)."""
-    if not reply:
-        return 0
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
-    response = ExportTraceServiceResponse()
-    try:
-        response.ParseFromString(reply)
-    except Exception:
-        return 0
-    return int(response.partial_success.rejected_spans)

@@ -2,7 +2,7 @@
 
 `MeshSettings.from_env()` is the one place the mesh reads its variables; each part of the process is
 handed the piece it needs: the process's identity, its status endpoints, discovery, tracing and span
-export, the concurrency limiter. A bad value stops the start with one line naming the variable, e.g.
+export (and the export of log records and metrics beside them), the concurrency limiter. A bad value stops the start with one line naming the variable, e.g.
 "PORT must be an integer port 0..65535, got 'abc'". `boutique serve` reads the settings once and
 installs them (`MeshSettings.install`); a part built without settings handed to it takes the installed
 ones, or, in a process that installed none (a test, a program using the mesh as a library), reads the
@@ -22,7 +22,15 @@ from urllib.parse import unquote, urlparse
 from boutique.mesh.advertise import host_problem, is_ip, is_wildcard
 from boutique.mesh.durations import parse_duration
 from boutique.mesh.export_queue import QueueSettings
-from boutique.mesh.otlp_send import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT, HTTP_TRACES_PATH, OtlpTarget
+from boutique.mesh.otlp_send import (
+    DEFAULT_GRPC_ENDPOINT,
+    DEFAULT_HTTP_ENDPOINT,
+    LOGS,
+    METRICS,
+    TRACES,
+    OtlpTarget,
+    Signal,
+)
 from boutique.mesh.resilience.limiter import MODES, LimiterSettings
 
 DISCOVERY_BACKENDS = ("registry", "etcd", "dns", "static")
@@ -34,6 +42,11 @@ PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("gzip", "none")
 DEFAULT_TARGET = OtlpTarget("grpc", DEFAULT_GRPC_ENDPOINT)
 DEFAULT_QUEUE = QueueSettings()
+DEFAULT_LOGS_TARGET = OtlpTarget("grpc", DEFAULT_GRPC_ENDPOINT, signal=LOGS)
+DEFAULT_METRICS_TARGET = OtlpTarget("grpc", DEFAULT_GRPC_ENDPOINT, signal=METRICS)
+LOGS_EXPORTERS = ("otlp", "none")
+METRICS_EXPORTERS = ("otlp", "prometheus", "none")  # prometheus: /metrics only, nothing pushed
+DEFAULT_METRICS_INTERVAL = 10.0
 DEFAULT_STOP_TIMEOUT = 4.0  # SIGTERM to exit, with room under the 5 s a platform is asked to wait
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -180,6 +193,23 @@ class TracingSettings:
 
 
 @dataclass(frozen=True)
+class SignalSettings:
+    """Whether log records and metrics go by OTLP beside spans, where to, and how often metrics are pushed.
+
+    Both default to on wherever spans go by OTLP (off with OTEL_SDK_DISABLED); OTEL_LOGS_EXPORTER=none and
+    OTEL_METRICS_EXPORTER=none (or prometheus) switch one off; the targets follow the OTEL_EXPORTER_OTLP_*
+    variables, each LOGS_ / METRICS_ variant winning over its generic one.
+    """
+
+    logs: bool = True  # OTEL_LOGS_EXPORTER
+    metrics: bool = True  # OTEL_METRICS_EXPORTER
+    logs_target: OtlpTarget = DEFAULT_LOGS_TARGET
+    metrics_target: OtlpTarget = DEFAULT_METRICS_TARGET
+    # BOUTIQUE_METRICS_EXPORT_INTERVAL (seconds, or a duration), else OTEL_METRIC_EXPORT_INTERVAL (ms)
+    metrics_interval: float = DEFAULT_METRICS_INTERVAL
+
+
+@dataclass(frozen=True)
 class FlagSettings:
     """Where feature flags come from: a flag file evaluated in process, a flagd server, or nowhere."""
 
@@ -209,6 +239,7 @@ class MeshSettings:
     tracing: TracingSettings = field(default_factory=TracingSettings)
     limiter: LimiterSettings = field(default_factory=LimiterSettings)
     flags: FlagSettings = field(default_factory=FlagSettings)
+    signals: SignalSettings = field(default_factory=SignalSettings)
 
     _installed: ClassVar[MeshSettings | None] = None
 
@@ -216,13 +247,15 @@ class MeshSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MeshSettings:
         """Read every variable of the mesh from `environ` (default the process environment) once."""
         env = _Environment(os.environ if environ is None else environ)
+        tracing = _tracing(env)
         return cls(
             process=_process(env),
             status=_status(env),
             discovery=_discovery(env),
-            tracing=_tracing(env),
+            tracing=tracing,
             limiter=_limiter(env),
             flags=_flags(env),
+            signals=_signals(env, tracing),
         )
 
     @classmethod
@@ -358,6 +391,30 @@ def _tracing(env: _Environment) -> TracingSettings:
     )
 
 
+def _signals(env: _Environment, tracing: TracingSettings) -> SignalSettings:
+    default = "otlp" if tracing.exporter == "otlp" else "none"
+    logs = env.choice("OTEL_LOGS_EXPORTER", LOGS_EXPORTERS, default) == "otlp" and not tracing.disabled
+    metrics = (
+        env.choice("OTEL_METRICS_EXPORTER", METRICS_EXPORTERS, default) == "otlp" and not tracing.disabled
+    )
+    standard = (
+        env.whole("OTEL_METRIC_EXPORT_INTERVAL", int(DEFAULT_METRICS_INTERVAL * 1000), minimum=1) / 1000
+    )
+    interval = env.seconds("BOUTIQUE_METRICS_EXPORT_INTERVAL", standard)
+    if interval <= 0:
+        raise SettingsError(
+            "BOUTIQUE_METRICS_EXPORT_INTERVAL must be more than 0 s, "
+            f"got {env.text('BOUTIQUE_METRICS_EXPORT_INTERVAL')!r}"
+        )
+    return SignalSettings(
+        logs=logs,
+        metrics=metrics,
+        logs_target=_otlp_target(env, LOGS) if logs else DEFAULT_LOGS_TARGET,
+        metrics_target=_otlp_target(env, METRICS) if metrics else DEFAULT_METRICS_TARGET,
+        metrics_interval=interval,
+    )
+
+
 def _queue(env: _Environment) -> QueueSettings:
     default = DEFAULT_QUEUE
     return QueueSettings(
@@ -370,15 +427,17 @@ def _queue(env: _Environment) -> QueueSettings:
     )
 
 
-def _otlp_target(env: _Environment) -> OtlpTarget:
-    """The trace target from OTEL_EXPORTER_OTLP_* (each TRACES_ variant wins over its generic one)."""
+def _otlp_target(env: _Environment, signal: Signal = TRACES) -> OtlpTarget:
+    """One signal's target from OTEL_EXPORTER_OTLP_* (each TRACES_, LOGS_ or METRICS_ variant wins over its
+    generic one)."""
+    name = signal.name.upper()
 
     def either(suffix: str) -> str:
-        return env.pick(f"OTEL_EXPORTER_OTLP_TRACES_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}")
+        return env.pick(f"OTEL_EXPORTER_OTLP_{name}_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}")
 
     protocol = env.choice(either("PROTOCOL"), PROTOCOLS, "grpc")
     specific, generic = (
-        env.text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        env.text(f"OTEL_EXPORTER_OTLP_{name}_ENDPOINT"),
         env.text("OTEL_EXPORTER_OTLP_ENDPOINT"),
     )
     if protocol == "grpc":
@@ -386,7 +445,7 @@ def _otlp_target(env: _Environment) -> OtlpTarget:
     elif specific:
         endpoint = specific  # used as given, path included
     else:
-        endpoint = (generic or DEFAULT_HTTP_ENDPOINT).rstrip("/") + HTTP_TRACES_PATH
+        endpoint = (generic or DEFAULT_HTTP_ENDPOINT).rstrip("/") + signal.http_path
     return OtlpTarget(
         protocol=protocol,
         endpoint=endpoint,
@@ -397,6 +456,7 @@ def _otlp_target(env: _Environment) -> OtlpTarget:
         certificate=env.text(either("CERTIFICATE")) or None,
         client_key=env.text(either("CLIENT_KEY")) or None,
         client_certificate=env.text(either("CLIENT_CERTIFICATE")) or None,
+        signal=signal,
     )
 
 

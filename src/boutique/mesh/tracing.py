@@ -7,12 +7,21 @@ and `..._PROTOCOL` (grpc, http/protobuf), `OTEL_TRACES_SAMPLER` (parent-based, a
 `OTEL_TRACES_SAMPLER_ARG`, `OTEL_PROPAGATORS` and the `OTEL_BSP_*` batching limits (read into
 `TracingSettings` by `boutique.mesh.settings`; the SDK reads the sampler and resource variables itself).
 OTLP export goes through a bounded sending queue that outlasts backend outages (`boutique.mesh.export_queue`).
+
+Wherever spans go by OTLP, the process's log records (`boutique.mesh.log_export`) and its metrics, the
+values `/metrics` serves (`boutique.mesh.metric_export`), go too, each through a sending queue of its own,
+to the same backend under the same resource: `OTEL_LOGS_EXPORTER=none` / `OTEL_METRICS_EXPORTER=none`
+switch either off, `BOUTIQUE_METRICS_EXPORT_INTERVAL` (seconds; default 10) sets how often metrics are
+pushed, and `OTEL_EXPORTER_OTLP_LOGS_*` / `..._METRICS_*` point either elsewhere (`SignalSettings`).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -21,7 +30,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 from boutique.mesh.export_queue import SendingQueue
 from boutique.mesh.propagation import install_propagators
-from boutique.mesh.settings import MeshSettings, TracingSettings
+from boutique.mesh.settings import MeshSettings, SignalSettings, TracingSettings
+
+if TYPE_CHECKING:
+    from boutique.mesh.log_export import LogExport
+    from boutique.mesh.metric_export import MetricsBridge
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +74,39 @@ tracing_on = TracingSwitch()
 
 @dataclass(frozen=True)
 class TracingSetup:
-    """What `setup_tracing` installed: the provider (None when tracing is off) and where spans go."""
+    """What `setup_tracing` installed: the provider (None when tracing is off), where spans go, and the
+    export of log records and metrics beside them (None when off)."""
 
     provider: TracerProvider | None
     exporter: str  # "otlp grpc http://127.0.0.1:4317", "console", "none" or "disabled"
     queue: SendingQueue | None = None  # the OTLP sending queue, when spans go by OTLP
+    logs: LogExport | None = None
+    metrics: MetricsBridge | None = None
+
+    def queues(self) -> list[SendingQueue]:
+        """The sending queues of every signal exported by OTLP."""
+        found = [self.queue] if self.queue is not None else []
+        if self.logs is not None:
+            found.append(self.logs.queue)
+        if self.metrics is not None:
+            found.append(self.metrics.queue)
+        return found
 
     def shutdown(self, within: float | None = None) -> None:
-        """Deliver spans still queued and stop exporting (at process exit); with `within`, the OTLP queue
-        gets at most that long (what is left of the stop: a backend that is gone is not waited for)."""
-        if self.queue is not None and within is not None:
-            self.queue.shutdown(within)  # the provider's own shutdown of it below then returns at once
+        """Deliver what is still queued and stop exporting (at process exit): the metrics as they are now
+        and the batched log records join their queues, then every queue gets the same time side by side,
+        at most `within` when given (what is left of the stop: a backend that is gone is not waited for)."""
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.logs is not None:
+            self.logs.flush_to_queue()
+        stopping = [(queue, queue.stop(within)) for queue in self.queues()]
+        started = time.monotonic()
+        for queue, limit in stopping:
+            if limit is not None:
+                queue.join(limit - (time.monotonic() - started))
         if self.provider is not None:
-            self.provider.shutdown()
+            self.provider.shutdown()  # its queue's own shutdown returns at once: stopped above
 
 
 def _processor(settings: TracingSettings, instance: str) -> tuple[SpanProcessor | None, str]:
@@ -92,16 +125,48 @@ def _processor(settings: TracingSettings, instance: str) -> tuple[SpanProcessor 
     return queue, f"otlp {target.protocol} {target.endpoint}"
 
 
+def _start_signals(
+    provider: TracerProvider, settings: TracingSettings, signals: SignalSettings, instance: str
+) -> tuple[LogExport | None, MetricsBridge | None]:
+    """Start exporting log records and metrics as `signals` ask, under the spans' resource."""
+    logs = metrics = None
+    spool = settings.spool_dir / instance if settings.spool_dir is not None else None
+    if signals.logs:
+        from boutique.mesh.log_export import start_log_export
+
+        logs = start_log_export(
+            provider.resource, signals.logs_target, settings.queue, spool / "logs" if spool else None
+        )
+    if signals.metrics:
+        from boutique.mesh.metric_export import MetricsBridge
+        from boutique.mesh.otlp_send import METRICS
+
+        queue = SendingQueue(
+            signals.metrics_target.transport,
+            settings.queue,
+            spool / "metrics" if spool else None,
+            signal=METRICS,
+        )
+        metrics = MetricsBridge(queue, provider.resource, signals.metrics_interval)
+    return logs, metrics
+
+
 def setup_tracing(
-    service: str, instance: str, version: str = "", settings: TracingSettings | None = None
+    service: str,
+    instance: str,
+    version: str = "",
+    settings: TracingSettings | None = None,
+    signals: SignalSettings | None = None,
 ) -> TracingSetup:
-    """Install this process's tracer provider and propagators; a no-op set-up when OTEL_SDK_DISABLED.
+    """Install this process's tracer provider and propagators, and the export of its log records and
+    metrics; a no-op set-up when OTEL_SDK_DISABLED.
 
     `service` names the process unless OTEL_SERVICE_NAME does; the instance id and version become
     `service.instance.id` and `service.version`, and `deployment.environment` defaults to "local".
-    `settings` default to the process's (`MeshSettings.current().tracing`).
+    `settings` and `signals` default to the process's (`MeshSettings.current().tracing` and `.signals`).
     """
     settings = settings or MeshSettings.current().tracing
+    signals = signals or MeshSettings.current().signals
     install_propagators(settings.propagators)
     if settings.disabled:
         return TracingSetup(None, "disabled")
@@ -119,5 +184,23 @@ def setup_tracing(
     if processor is not None:
         provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
-    log.info("tracing", extra={"exporter": where, "sampler": type(provider.sampler).__name__})
-    return TracingSetup(provider, where, processor if isinstance(processor, SendingQueue) else None)
+    logs, metrics = _start_signals(provider, settings, signals, instance)
+    log.info(
+        "tracing",
+        extra={
+            "exporter": where,
+            "sampler": type(provider.sampler).__name__,
+            "logs": f"otlp {signals.logs_target.protocol} {signals.logs_target.endpoint}" if logs else "none",
+            "metrics": (
+                f"otlp {signals.metrics_target.protocol} {signals.metrics_target.endpoint} "
+                f"every {signals.metrics_interval:g} s"
+                if metrics
+                else "none"
+            ),
+        },
+    )
+    queue = processor if isinstance(processor, SendingQueue) else None
+    setup = TracingSetup(provider, where, queue, logs, metrics)
+    if logs is not None or metrics is not None:
+        atexit.register(setup.shutdown)  # a process that never stops it (Locust's) still flushes at its exit
+    return setup

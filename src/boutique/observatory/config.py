@@ -6,8 +6,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from boutique.asgi_server import is_loopback
+
+if TYPE_CHECKING:
+    from boutique.observatory.sampling.config import SamplingConfig
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -59,6 +63,7 @@ class ObservatoryConfig:
     registry_url: str | None = None  # where the Mesh page finds the running processes (a service registry)
     flags_file: Path | None = None  # the flag file the Flags page switches (None: the flags are elsewhere)
     chaos_log: Path | None = None  # `boutique chaos`'s log, whose process faults the service charts mark
+    tail_sampling: SamplingConfig | None = None  # off when None (see boutique.observatory.sampling)
 
     @property
     def database(self) -> Path:

@@ -40,6 +40,8 @@ from boutique.observatory.pipeline import Pipeline, StoreFailed
 from boutique.observatory.processors.redact import CardRedactor
 from boutique.observatory.receivers import RECEIVERS, GrpcReceiver, HttpReceiver, Limits
 from boutique.observatory.receivers.base import make_grpc_server
+from boutique.observatory.sampling import TailSampler, drain_journal, journal_directory
+from boutique.observatory.sampling.api import sampling_routes
 from boutique.observatory.store.duckdb_store import DuckDBStore, Retention
 from boutique.observatory.ui import ui_routes
 from boutique.observatory.ui.flags import FlagControls
@@ -145,8 +147,14 @@ class Observatory:
         )
         self.redactor = CardRedactor()
         self.broken = asyncio.Event()  # set (from the writer thread) when the store cannot be reopened
+        # With tail sampling on, the pipeline writes spans to the sampler, which stores the kept ones.
+        self.sampler = (
+            TailSampler(self.store, config.tail_sampling, journal_directory(config.database))
+            if config.tail_sampling
+            else None
+        )
         self.pipeline = Pipeline(
-            self.store,
+            self.sampler or self.store,
             [self.redactor],
             capacity_spans=config.queue_spans,
             retention_every=config.retention_check_seconds,
@@ -169,7 +177,7 @@ class Observatory:
 
     def health(self) -> dict[str, Any]:
         """SERVING with a writable store, else DEGRADED with why, since when and what recovery waits for."""
-        state = self.store.write_state()
+        state = self.pipeline.store.write_state()  # the tail sampler's journal too, when sampling is on
         if self.pipeline.broken:
             return {"status": "DEGRADED", "store": "broken", "error": self.pipeline.broken}
         if state.writable:
@@ -225,6 +233,7 @@ class Observatory:
         routes.setdefault("query", []).extend(
             [
                 Route("/api/status", self._status),
+                *sampling_routes(self.sampler),
                 *query_routes(self.store),
                 *ui_routes(
                     self.store, self.config.registry_url, self._flag_controls(), self.config.chaos_log
@@ -275,6 +284,11 @@ class Observatory:
                 await server.stop(None)
             raise
         self._loop = asyncio.get_running_loop()
+        # Spans a tail-sampling journal holds from the last run: decided again, or stored if sampling is off.
+        if self.sampler is not None:
+            await asyncio.to_thread(self.sampler.start)
+        else:
+            await asyncio.to_thread(drain_journal, self.store, journal_directory(cfg.database))
         self.pipeline.start()
         for server in servers:
             await server.start()
@@ -299,6 +313,8 @@ class Observatory:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, 5.0)
         await asyncio.to_thread(self.pipeline.stop)
+        if self.sampler is not None:
+            await asyncio.to_thread(self.sampler.stop)
         await asyncio.to_thread(self.store.close)
 
 

@@ -55,6 +55,8 @@ PRELOAD = (
     "boutique.mesh.settings",
     "boutique.mesh.logs",
     "boutique.mesh.tracing",
+    "boutique.mesh.log_export",
+    "boutique.mesh.metric_export",
     "boutique.mesh.flags",
     "boutique.mesh.flag_watch",
     "boutique.mesh.stopping",

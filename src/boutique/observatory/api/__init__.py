@@ -6,9 +6,9 @@ from starlette.routing import BaseRoute
 
 from boutique.observatory.api.jaeger import jaeger_routes
 from boutique.observatory.api.jaeger_v3 import v3_routes
+from boutique.observatory.api.logs import logs_routes
+from boutique.observatory.api.metrics import metrics_routes
 from boutique.observatory.api.zipkin import zipkin_routes
-from boutique.observatory.logs.api import logs_routes
-from boutique.observatory.metrics.api import metrics_routes
 from boutique.observatory.store.base import Store
 
 __all__ = ["query_routes"]

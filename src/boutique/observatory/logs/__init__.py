@@ -1,1 +1,4 @@
-"""The logs signal: OTLP logs in, stored beside spans, queried by the API and shown by the UI."""
+"""The logs signal: decoding OTLP log records, their table in the store and its queries.
+
+Receivers are `receivers.otlp_logs`, the API `api.logs`, the page `ui.logs`.
+"""

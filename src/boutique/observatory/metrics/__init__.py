@@ -1,1 +1,4 @@
-"""The metrics signal: OTLP metrics in, stored beside spans, queried by the API and shown by the UI."""
+"""The metrics signal: decoding OTLP metric points, their tables in the store and their queries.
+
+Receivers are `receivers.otlp_metrics`, the API `api.metrics`, the page `ui.metrics`.
+"""

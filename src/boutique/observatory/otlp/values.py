@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+Leaf = Callable[[str, Any], Any]  # (which field of the oneof, its value) → the Python value to use
 
-def from_any(value: AnyValue) -> Any:
-    """The Python value of an AnyValue: str, bool, int, float, bytes, list or dict (None when empty)."""
+
+def from_any(value: AnyValue, leaf: Leaf | None = None) -> Any:
+    """The Python value of an AnyValue: str, bool, int, float, bytes, list or dict (None when empty).
+
+    With `leaf`, every scalar inside (string, bool, int, double, bytes) is what `leaf` makes of it.
+    """
     which = value.WhichOneof("value")
     if which is None:
         return None
     if which == "array_value":
-        return [from_any(v) for v in value.array_value.values]
+        return [from_any(v, leaf) for v in value.array_value.values]
     if which == "kvlist_value":
-        return attributes(value.kvlist_value.values)
-    return getattr(value, which)
+        return attributes(value.kvlist_value.values, leaf)
+    if leaf is None:
+        return getattr(value, which)
+    return leaf(which, getattr(value, which))
 
 
-def attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
-    """A KeyValue list as a dict (a repeated key keeps its last value)."""
-    return {kv.key: from_any(kv.value) for kv in pairs}
+def attributes(pairs: Iterable[KeyValue], leaf: Leaf | None = None) -> dict[str, Any]:
+    """A KeyValue list as a dict (a repeated key keeps its last value); `leaf` as for `from_any`."""
+    return {kv.key: from_any(kv.value, leaf) for kv in pairs}
 
 
 def to_any(value: Any) -> AnyValue:

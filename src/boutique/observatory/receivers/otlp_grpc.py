@@ -10,7 +10,7 @@ store fails (both retried; the delay is sent as `RetryInfo`, both in the status 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyMessage
@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from boutique.observatory.pipeline import Pipeline, QueueFull, StoreFailed
 from boutique.observatory.receivers import otlp_proto
-from boutique.observatory.receivers.base import GrpcReceiver, SpanDecoder, decode_payload
+from boutique.observatory.receivers.base import B, GrpcReceiver, SpanDecoder, decode_payload
 from boutique.observatory.receivers.otlp_proto import PayloadError
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -50,28 +50,44 @@ class TraceService:
 
     async def export(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         """Decode and store one request; abort with the OTLP status code when that is not possible."""
-        try:
-            batch = await decode_payload(DECODERS[REQUEST], request)
-        except PayloadError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
-            await self.pipeline.submit(batch)
-        except QueueFull as exc:
-            await self._abort_retryable(context, grpc.StatusCode.RESOURCE_EXHAUSTED, exc, exc.retry_after)
-        except StoreFailed as exc:
-            await self._abort_retryable(context, grpc.StatusCode.UNAVAILABLE, exc, exc.retry_after)
+        batch = await store_or_abort(self.pipeline, DECODERS[REQUEST], request, context)
         response = ExportTraceServiceResponse()
         if batch.rejected:
             response.partial_success.rejected_spans = batch.rejected
             response.partial_success.error_message = batch.rejection
         return response.SerializeToString()
 
-    @staticmethod
-    async def _abort_retryable(
-        context: grpc.aio.ServicerContext[bytes, bytes], code: grpc.StatusCode, exc: Exception, seconds: int
-    ) -> None:
-        message = f"the observatory cannot take spans now: {exc}"
-        await context.abort(code, message, trailing_metadata=_retry_trailers(code, message, seconds))
+
+async def store_or_abort(
+    pipeline: Pipeline,
+    decoder: Callable[[bytes], B],
+    request: bytes,
+    context: grpc.aio.ServicerContext[bytes, bytes],
+    items: str = "spans",
+) -> B:
+    """Decode and store one request's batch (of any signal); abort with the OTLP status code otherwise."""
+    try:
+        batch = await decode_payload(decoder, request)
+    except PayloadError as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    try:
+        await pipeline.submit(batch)
+    except QueueFull as exc:
+        await _abort_retryable(context, grpc.StatusCode.RESOURCE_EXHAUSTED, exc, exc.retry_after, items)
+    except StoreFailed as exc:
+        await _abort_retryable(context, grpc.StatusCode.UNAVAILABLE, exc, exc.retry_after, items)
+    return batch
+
+
+async def _abort_retryable(
+    context: grpc.aio.ServicerContext[bytes, bytes],
+    code: grpc.StatusCode,
+    exc: Exception,
+    seconds: int,
+    items: str,
+) -> None:
+    message = f"the observatory cannot take {items} now: {exc}"
+    await context.abort(code, message, trailing_metadata=_retry_trailers(code, message, seconds))
 
 
 def trace_service_methods(pipeline: Pipeline) -> Mapping[str, grpc.RpcMethodHandler]:

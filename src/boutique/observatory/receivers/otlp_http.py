@@ -7,9 +7,11 @@ The sender is answered once its spans are stored: 200 with an `ExportTraceServic
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.requests import Request
@@ -19,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 from boutique.observatory.model import SpanBatch
 from boutique.observatory.pipeline import Pipeline
 from boutique.observatory.receivers import otlp_json, otlp_proto
-from boutique.observatory.receivers.base import HttpReceiver, Limits, SpanDecoder
+from boutique.observatory.receivers.base import B, HttpReceiver, Limits, SpanDecoder
 from boutique.observatory.receivers.http import JSON, Refused, ingest, media_type, retry_headers
 
 PROTOBUF = "application/x-protobuf"
@@ -41,12 +43,35 @@ def _otlp_error(refused: Refused, form: Format) -> Response:
     return JSONResponse({"code": code, "message": refused.message}, refused.status, headers=headers)
 
 
-def _otlp_success(batch: SpanBatch, form: Format) -> Response:
-    """200 with an `ExportTraceServiceResponse`, carrying `partial_success` when spans were refused."""
+def _trace_response(batch: SpanBatch) -> ExportTraceServiceResponse:
+    """An `ExportTraceServiceResponse`, carrying `partial_success` when spans were refused."""
     response = ExportTraceServiceResponse()
     if batch.rejected:
         response.partial_success.rejected_spans = batch.rejected
         response.partial_success.error_message = batch.rejection
+    return response
+
+
+async def otlp_export(
+    request: Request,
+    pipeline: Pipeline,
+    limits: Limits,
+    decoders: Mapping[str, Callable[[bytes], B]],
+    answer: Callable[[B], Message],
+) -> Response:
+    """One OTLP/HTTP export of any signal: decoded by Content-Type and stored, answered 200 with
+    `answer(batch)` or with a `google.rpc.Status`, both in the request's format."""
+    kind = media_type(request)
+    decoder = decoders.get(kind)
+    if decoder is None:
+        message = f"unsupported Content-Type {kind or '(none)'!r} (use {PROTOBUF} or {JSON})"
+        return _otlp_error(Refused(415, message), "json")
+    form: Format = "protobuf" if kind == PROTOBUF else "json"
+    try:
+        batch = await ingest(request, pipeline, limits, decoder)
+    except Refused as refused:
+        return _otlp_error(refused, form)
+    response = answer(batch)
     if form == "protobuf":
         return Response(response.SerializeToString(), media_type=PROTOBUF)
     return JSONResponse(json_format.MessageToDict(response))
@@ -56,17 +81,7 @@ def otlp_http_routes(pipeline: Pipeline, limits: Limits) -> list[BaseRoute]:
     """`POST /v1/traces` taking OTLP protobuf or JSON, plain or gzipped."""
 
     async def export(request: Request) -> Response:
-        kind = media_type(request)
-        decoder = DECODERS.get(kind)
-        if decoder is None:
-            message = f"unsupported Content-Type {kind or '(none)'!r} (use {PROTOBUF} or {JSON})"
-            return _otlp_error(Refused(415, message), "json")
-        form: Format = "protobuf" if kind == PROTOBUF else "json"
-        try:
-            batch = await ingest(request, pipeline, limits, decoder)
-        except Refused as refused:
-            return _otlp_error(refused, form)
-        return _otlp_success(batch, form)
+        return await otlp_export(request, pipeline, limits, DECODERS, _trace_response)
 
     return [Route("/v1/traces", export, methods=["POST"])]
 

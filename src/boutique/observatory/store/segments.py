@@ -36,6 +36,36 @@ def sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def open_for_append(path: Path) -> tuple[int, bool]:
+    """A write descriptor of `path` (created when missing) and whether it was created."""
+    created = not path.exists()
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644), created
+
+
+def write_synced(
+    fd: int, buffers: Sequence[bytes | memoryview], offset: int, directory: Path, created: bool
+) -> None:
+    """Write `buffers` at `offset` of `fd` and sync them, and the file's entry in `directory` if it is new.
+
+    On `OSError` the file is cut back to `offset` (as far as it can be) before the error is raised.
+    """
+    total = sum(memoryview(buffer).nbytes for buffer in buffers)
+    try:
+        written = os.pwritev(fd, buffers, offset)
+        if written < total:  # a short write: finish it from a joined copy
+            rest = b"".join(bytes(buffer) for buffer in buffers)[written:]
+            while rest:
+                count = os.pwrite(fd, rest, offset + written)
+                rest, written = rest[count:], written + count
+        os.fdatasync(fd)
+        if created:
+            sync_directory(directory)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, offset)
+        raise
+
+
 @dataclass(frozen=True)
 class Body:
     """A span body read back: its bytes, or None and why it could not be read."""
@@ -141,22 +171,11 @@ class Segments:
             if not self.directory.is_dir():
                 self.directory.mkdir(parents=True, exist_ok=True)
                 sync_directory(self.directory.parent)
-            path = self.path(self.current)
-            created = not path.exists()
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd, created = open_for_append(self.path(self.current))
         fd = self._fd
         try:
-            view = memoryview(data)
-            position = self.end
-            while view:
-                written = os.pwrite(fd, view, position)
-                view, position = view[written:], position + written
-            os.fdatasync(fd)
-            if created:
-                sync_directory(self.directory)
+            write_synced(fd, [data], self.end, self.directory, created)
         except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, self.end)
             self.close()
             raise
         return self.current, self.end

@@ -55,6 +55,26 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Exemplar:
+    """A measurement that names the trace it came from: its moment, its value (None: no value to plot)."""
+
+    time_us: int
+    value: float | None
+    href: str
+    tooltip: str
+
+
+@dataclass(frozen=True)
+class ExemplarDot:
+    """An exemplar as drawn: a dot linking to its trace."""
+
+    x: float
+    y: float
+    href: str
+    tooltip: str
+
+
+@dataclass(frozen=True)
 class Marker:
     """An event as drawn: its x, its label's place (None: no room for the label) and its tooltip."""
 
@@ -93,6 +113,9 @@ class LineChart:
     lines: list[ChartLine]
     summary: str
     markers: list[Marker] = field(default_factory=list)
+    start_us: int = 0  # the times at the plot's left and right edges
+    end_us: int = 1
+    exemplars: list[ExemplarDot] = field(default_factory=list)
 
     @property
     def has_data(self) -> bool:
@@ -112,13 +135,19 @@ def nice_step(span: float, count: int) -> float:
     return 10 * power
 
 
-def value_ticks(highest: float, count: int = 4) -> list[float]:
-    """Ticks from 0 to a round value at or above `highest` (0 to 1 when there is nothing above 0)."""
+def value_ticks(highest: float, count: int = 4, lowest: float = 0.0) -> list[float]:
+    """Ticks from 0 (or a round value at or below a negative `lowest`) to a round value at or above
+    `highest` (0 to 1 when there is nothing but 0)."""
+    if not math.isfinite(highest) or not math.isfinite(lowest) or lowest >= 0 or highest < lowest:
+        lowest = 0.0
     if not highest > 0 or not math.isfinite(highest):
-        return [0.0, 0.25, 0.5, 0.75, 1.0]
-    step = nice_step(highest, count)
-    top = math.ceil(highest / step - 1e-9) * step
-    return [round(k * step, 10) for k in range(round(top / step) + 1)]
+        if lowest == 0:
+            return [0.0, 0.25, 0.5, 0.75, 1.0]
+        highest = 0.0
+    step = nice_step(highest - lowest, count)
+    floor = math.floor(lowest / step + 1e-9)
+    top = math.ceil(highest / step - 1e-9)
+    return [round(k * step, 10) for k in range(floor, top + 1)]
 
 
 def time_ticks(start_us: int, end_us: int, count: int = 6) -> list[int]:
@@ -145,14 +174,22 @@ def line_chart(
     width: int = 460,
     height: int = 210,
     events: Sequence[Event] = (),
+    span: tuple[int, int] | None = None,
+    exemplars: Sequence[Exemplar] = (),
 ) -> LineChart:
-    """A chart of the series over the times (the times are the points' x positions, increasing)."""
+    """A chart of the series over the times (the times are the points' x positions, increasing).
+
+    `span` fixes the times at the left and right edges (default: the first and last time); exemplars
+    with a value sit at it on the same scale, those without one on the time axis.
+    """
     left, top, right, bottom = 58.0, 12.0, width - 22.0, height - 48.0
-    start, end = (times_us[0], times_us[-1]) if times_us else (0, 1)
+    start, end = span or ((times_us[0], times_us[-1]) if times_us else (0, 1))
     end = max(end, start + 1)
+    shown_exemplars = [e for e in exemplars if start <= e.time_us <= end]
     values = [v for s in series for v in s.values if v is not None]
-    ticks = value_ticks(max(values, default=0.0))
-    ceiling = ticks[-1] or 1.0
+    values += [e.value for e in shown_exemplars if e.value is not None and math.isfinite(e.value)]
+    ticks = value_ticks(max(values, default=0.0), lowest=min(values, default=0.0))
+    floor, ceiling = ticks[0], ticks[-1] if ticks[-1] > ticks[0] else ticks[0] + 1.0
 
     def sx(t: int) -> float:
         """A time's x on the canvas."""
@@ -160,7 +197,7 @@ def line_chart(
 
     def sy(v: float) -> float:
         """A value's y on the canvas."""
-        return bottom - v / ceiling * (bottom - top)
+        return bottom - (v - floor) / (ceiling - floor) * (bottom - top)
 
     lines = []
     for one in series:
@@ -177,6 +214,10 @@ def line_chart(
             points.append(ChartPoint(x, y, f"{clock(t)} UTC · {one.name} {fmt(v)}"))
         lines.append(ChartLine(one.name, one.colour, " ".join(parts), points))
     summary = "; ".join(_describe(one, fmt) for one in series)
+    if shown_exemplars:
+        summary += (
+            f"; {len(shown_exemplars)} exemplar{'s' if len(shown_exemplars) != 1 else ''} linking to traces"
+        )
     shown = sorted((e for e in events if start <= e.time_us <= end), key=lambda e: e.time_us)
     if shown:
         summary += "; " + ", ".join(f"{e.label} at {clock(e.time_us, seconds=True)}" for e in shown)
@@ -194,6 +235,17 @@ def line_chart(
         lines=lines,
         summary=f"{title}: {summary}",
         markers=place_markers([(sx(e.time_us), e) for e in shown], left, right, top),
+        start_us=start,
+        end_us=end,
+        exemplars=[
+            ExemplarDot(
+                sx(e.time_us),
+                sy(e.value) if e.value is not None and math.isfinite(e.value) else bottom - 5,
+                e.href,
+                e.tooltip,
+            )
+            for e in shown_exemplars
+        ],
     )
 
 

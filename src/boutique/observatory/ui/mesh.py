@@ -12,9 +12,10 @@ import json
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from boutique.observatory.sse import event_stream
 from boutique.observatory.ui.mesh_feed import MeshFeed, unconfigured_snapshot
 from boutique.observatory.ui.mesh_wire import TooManySubscribers
 from boutique.observatory.ui.pages import render
@@ -59,11 +60,7 @@ def routes(registry_url: str | None, feed: MeshFeed | None = None) -> list[BaseR
             return JSONResponse(unconfigured_snapshot()["registry"], status_code=404)
         if feed.full:
             return _busy()
-        return StreamingResponse(
-            _events(feed),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        return event_stream(_events(feed))
 
     return [
         Route("/mesh", page),

@@ -11,6 +11,8 @@ from starlette.responses import HTMLResponse
 
 NAVIGATION = (
     ("search", "Search", "/search"),
+    ("logs", "Logs", "/logs"),
+    ("metrics", "Metrics", "/charts"),
     ("services", "Services", "/dependencies"),
     ("mesh", "Mesh", "/mesh"),
     ("flags", "Flags", "/flags"),

@@ -112,18 +112,32 @@ def api_params(params: QueryParams) -> QueryParams:
 
 
 @dataclass
-class Form:
-    """The values the form shows: those submitted, or the defaults."""
+class FilterForm:
+    """The fields the search and logs forms share: service, time range and limit, as shown."""
 
     service: str = ""
-    operation: str = ""
-    conditions: str = ""
-    min_duration: str = ""
-    max_duration: str = ""
     lookback: str = DEFAULT_LOOKBACK
     from_: str = ""
     to: str = ""
     limit: str = DEFAULT_LIMIT
+
+
+def shown_times(params: QueryParams) -> tuple[str, str]:
+    """The From and To fields: as submitted, else `start`/`end` in µs as date-time values."""
+    start, end = p.text(params, "start"), p.text(params, "end")
+    from_ = p.text(params, "from") or (utc_field(int(start)) if start and start.isdigit() else "")
+    to = p.text(params, "to") or (utc_field(int(end)) if end and end.isdigit() else "")
+    return from_, to
+
+
+@dataclass
+class Form(FilterForm):
+    """The values the form shows: those submitted, or the defaults."""
+
+    operation: str = ""
+    conditions: str = ""
+    min_duration: str = ""
+    max_duration: str = ""
     errors: bool = False
     sort_by: str = "start"
     hidden: list[tuple[str, str]] = field(default_factory=list)
@@ -136,9 +150,7 @@ def form_values(params: QueryParams, query: TraceQuery | None) -> Form:
         conditions = " ".join(condition_text(c) for c in query.tags)
     else:
         conditions = " ".join(raw_conditions)
-    start, end = p.text(params, "start"), p.text(params, "end")
-    from_ = p.text(params, "from") or (utc_field(int(start)) if start and start.isdigit() else "")
-    to = p.text(params, "to") or (utc_field(int(end)) if end and end.isdigit() else "")
+    from_, to = shown_times(params)
     lookback = params.get("lookback")
     if lookback is None:
         lookback = "custom" if from_ else DEFAULT_LOOKBACK

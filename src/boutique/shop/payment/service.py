@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from boutique.cards import luhn_valid
 from boutique.mesh import deadline
 from boutique.mesh.flags import flags
 from boutique.shop import money
@@ -49,17 +50,6 @@ class Card:
 def utc_today() -> date:
     """Today's date in UTC, the clock card expiry is judged by."""
     return datetime.now(UTC).date()
-
-
-def luhn_valid(digits: str) -> bool:
-    """True when the digits pass the Luhn (mod 10) check."""
-    checksum = 0
-    for position, char in enumerate(reversed(digits)):
-        digit = int(char)
-        if position % 2:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        checksum += digit
-    return checksum % 10 == 0
 
 
 def _prefix_in(digits: str, length: int, low: int, high: int) -> bool:

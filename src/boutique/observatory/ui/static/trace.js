@@ -263,6 +263,61 @@
     return `<ul>${items.join("")}</ul>`;
   }
 
+  // ---- the trace's logs: asked for once, shown in the details of the span each belongs to ------------
+  const LOG_LIMIT = 1000;
+  const logCount = document.getElementById("trace-log-count");
+  const logsBySpan = new Map(); // span id → records, oldest first
+  let logsState = "loading"; // loading, ready, or why they could not be read
+  let logsTotal = 0;
+
+  async function loadLogs() {
+    try {
+      const query = new URLSearchParams({ traceID: data.traceId, limit: String(LOG_LIMIT) });
+      const body = await Observatory.getJSON(`/api/logs?${query}`);
+      for (const record of body.data) {
+        const key = record.spanID || "";
+        if (!logsBySpan.has(key)) logsBySpan.set(key, []);
+        logsBySpan.get(key).push(record);
+      }
+      for (const records of logsBySpan.values()) records.sort((a, b) => a.time - b.time);
+      logsTotal = body.data.length;
+      logsState = "ready";
+      logCount.textContent = `${logsTotal >= LOG_LIMIT ? `the newest ${LOG_LIMIT}` : logsTotal}`;
+    } catch (error) {
+      logsState = `could not be read (${error.message})`;
+      logCount.textContent = "unknown";
+    }
+    if (selected >= 0) {
+      const section = document.getElementById("span-logs");
+      if (section) section.outerHTML = logsHTML(spans[selected]);
+    }
+    waterfall.dataset.logs = logsState === "ready" ? String(logsTotal) : "failed";
+  }
+
+  function logsHTML(span) {
+    const records = logsBySpan.get(span.id) || [];
+    const heading = logsState === "ready" ? `Logs (${records.length})` : "Logs";
+    let content;
+    if (logsState === "loading") content = '<p class="muted">Loading…</p>';
+    else if (logsState !== "ready") content = `<p class="muted">The logs ${esc(logsState)}.</p>`;
+    else if (!records.length) content = '<p class="muted">No logs of this span.</p>';
+    else {
+      const spanStart = data.start + span.start;
+      const items = records.map((record) => {
+        const offset = record.time - spanStart;
+        const at = offset < 0 ? `−${fmt(-offset)}` : `+${fmt(offset)}`;
+        const level = Observatory.severityLevel(record);
+        return `<li data-severity="${esc(record.severity || "")}"><span class="at">${esc(at)}</span>`
+          + `<span class="sev sev-${level}">${esc(record.severity || "—")}</span>`
+          + `<span class="body">${esc(record.body)}</span></li>`;
+      });
+      const query = new URLSearchParams({ traceID: data.traceId, spanID: span.id });
+      content = `<ul class="span-logs">${items.join("")}</ul>`
+        + `<p><a href="/logs?${query}">These logs on the Logs page</a></p>`;
+    }
+    return `<section id="span-logs" aria-label="${esc(heading)}"><h3>${esc(heading)}</h3>${content}</section>`;
+  }
+
   function showDetail(index) {
     const span = spans[index];
     selected = index;
@@ -291,6 +346,7 @@
       + '<button type="button" class="plain" id="span-detail-close" aria-label="Close span details">✕</button></div>'
       + `<dl class="detail-facts">${facts.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("")}</dl>${warnings}`
       + `<h3>Attributes (${Object.keys(span.attributes).length})</h3>${table(span.attributes, "Attributes")}`
+      + logsHTML(span)
       + `<h3>Events (${span.events.length})</h3>${eventsHTML(span)}`
       + `<h3>Links (${span.links.length})</h3>${linksHTML(span)}`
       + `<h3>Resource</h3>${table(data.resources[span.resource], "Resource attributes")}`;
@@ -452,5 +508,6 @@
   const wanted = new URLSearchParams(window.location.search).get("span");
   if (wanted && byId.has(wanted)) open(byId.get(wanted).index, false);
   waterfall.dataset.ready = "true";
+  loadLogs();
   window.traceReadyAt = performance.now();
 })();

@@ -28,5 +28,14 @@ const Observatory = (() => {
     return `${(us / 1e6).toPrecision(3)}s`;
   }
 
-  return { colour, getJSON, escapeHTML, duration };
+  // A log record's severity level by its OTLP number (1-4 TRACE … 21-24 FATAL), else by its text.
+  const LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"];
+  function severityLevel(record) {
+    const number = Number(record.severityNumber) || 0;
+    if (number > 0) return LEVELS[Math.min(LEVELS.length - 1, Math.floor((number - 1) / 4))];
+    const text = String(record.severity || "").toLowerCase();
+    return LEVELS.find((name) => text.startsWith(name)) || "unset";
+  }
+
+  return { colour, getJSON, escapeHTML, duration, severityLevel };
 })();

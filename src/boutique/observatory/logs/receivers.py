@@ -1,7 +1,0 @@
-"""OTLP logs receivers: gRPC Export and `POST /v1/logs` (protobuf or JSON), as for spans."""
-
-from __future__ import annotations
-
-from boutique.observatory.receivers.base import Receiver
-
-RECEIVERS: tuple[Receiver, ...] = ()
