@@ -321,3 +321,12 @@ def test_malformed_oversized_and_hostile_payloads_get_clear_errors_and_store_not
     assert json_answer.status_code == 200 and json_answer.json() == {}
     values = get(observatory, "/api/metrics/query", name="orders", start=now - 1, end=now + 1, step=2)
     assert values["series"][0]["points"] == [[now + 1, 1.0]]  # stored once per protocol, same time: one point
+    # /api/status counts each signal apart: two requests of one good point each, no span, no log record.
+    status = httpx.get(f"{observatory.query_url}/api/status", timeout=10).json()
+    assert status["signals"]["metrics"] == {"accepted": 2, "refused": 0, "failed": 0, "stored": 2}
+    assert (
+        status["signals"]["spans"]
+        == status["signals"]["logs"]
+        == dict.fromkeys(("accepted", "refused", "failed", "stored"), 0)
+    )
+    assert status["stored_spans"] == 0 and status["queued_items"] == 0

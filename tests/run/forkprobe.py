@@ -28,7 +28,7 @@ def report() -> dict[str, object]:
         "probe_value": os.environ.get("PROBE_VALUE"),
         "parent_variable": os.environ.get("BOUTIQUE_PARENT_PID"),
         "random": random.getrandbits(64),
-        "sigint_default": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+        "sigint": _disposition(signal.SIGINT),
         "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
         "root_handlers": len(logging.getLogger().handlers),
         "gc_enabled": gc.isenabled(),
@@ -39,6 +39,14 @@ def report() -> dict[str, object]:
         "tracer_provider": type(trace.get_tracer_provider()).__name__,
         "other_fds": _open_fds(),
     }
+
+
+def _disposition(number: signal.Signals) -> str:
+    """How a signal is handled: "default" (Python's own for SIGINT), "ignored", or "handled"."""
+    handler = signal.getsignal(number)
+    if handler in (signal.SIG_DFL, signal.default_int_handler):
+        return "default"
+    return "ignored" if handler == signal.SIG_IGN else "handled"
 
 
 def _open_fds() -> list[str]:

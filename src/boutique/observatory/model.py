@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -46,6 +46,8 @@ class SpanBatch:
     `services` and `instances` name each resource. `signature` holds each span's tag signature (see
     `tagsig`): its own and its events' attributes OR-ed with its resource's.
     """
+
+    signal: ClassVar[str] = "spans"
 
     size: int = 0
     trace_id: bytes = b""

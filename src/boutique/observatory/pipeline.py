@@ -29,6 +29,7 @@ from boutique.observatory.store import Store
 from boutique.observatory.store.base import StoreBroken
 
 log = logging.getLogger(__name__)
+FIGURES = ("accepted", "refused", "failed", "stored")  # what `Pipeline` counts, per signal and in total
 
 
 class QueueFull(Exception):
@@ -71,8 +72,9 @@ class Pipeline:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.accepted = self.refused = self.stored = 0
-        self.failed = 0  # spans answered with a store error (read-only or failing store)
+        # Items of every signal: accepted, refused (queue full), failed (a store error), stored; and by signal.
+        self.accepted = self.refused = self.stored = self.failed = 0
+        self.by_signal: dict[str, dict[str, int]] = {}
 
     @property
     def queued_spans(self) -> int:
@@ -101,17 +103,23 @@ class Pipeline:
                 raise StoreFailed("the observatory is shutting down")
             state = self.store.write_state()
             if self.broken or not state.writable:
-                self.failed += count
+                self._tally(batch, "failed", count)
                 raise StoreFailed(f"the store is {'broken' if self.broken else state.summary}")
             # An empty queue takes any batch, so a batch above the capacity is slow, never impossible.
             if self._queued_spans and self._queued_spans + count > self.capacity_spans:
-                self.refused += count
+                self._tally(batch, "refused", count)
                 raise QueueFull(f"{self._queued_spans} spans waiting (capacity {self.capacity_spans})")
             self._queue.append((batch, future))
             self._queued_spans += count
-            self.accepted += count
+            self._tally(batch, "accepted", count)
             self._cond.notify()
         return future
+
+    def _tally(self, batch: Batch, figure: str, items: int) -> None:
+        """Add `items` to a figure (accepted, refused, failed, stored), in total and for the batch's signal."""
+        setattr(self, figure, getattr(self, figure) + items)
+        figures = self.by_signal.setdefault(batch.signal, dict.fromkeys(FIGURES, 0))
+        figures[figure] += items
 
     async def submit(self, batch: Batch) -> int:
         """Queue a batch and wait until it is stored; the number of items stored."""
@@ -188,7 +196,7 @@ class Pipeline:
             taken, self._queue = list(self._queue), deque()
             self._queued_spans = 0
         for batch, future in taken:
-            self.failed += len(batch)
+            self._tally(batch, "failed", len(batch))
             future.set_exception(StoreFailed(f"the store is broken: {self.broken}"))
 
     def _write(self, taken: list[tuple[Batch, Future[int]]]) -> None:
@@ -204,11 +212,11 @@ class Pipeline:
                 log.exception("storing spans failed")
             self._release(taken)
             for batch, future in taken:
-                self.failed += len(batch)
+                self._tally(batch, "failed", len(batch))
                 future.set_exception(StoreFailed(f"the store could not write: {exc}"))
             return
         self._release(taken)
-        self.stored += len(combined)
+        self._tally(combined, "stored", len(combined))
         for (_, future), count in zip(taken, counts, strict=True):
             future.set_result(count)
         for listener in self.on_stored:

@@ -36,7 +36,7 @@ from boutique.asgi_server import EmbeddedServer, bind, make_server, port_in_use,
 from boutique.observatory.api import query_routes
 from boutique.observatory.config import ObservatoryConfig, Ports
 from boutique.observatory.otlp import walk
-from boutique.observatory.pipeline import Pipeline, StoreFailed
+from boutique.observatory.pipeline import FIGURES, Pipeline, StoreFailed
 from boutique.observatory.processors.redact import CardRedactor
 from boutique.observatory.receivers import RECEIVERS, GrpcReceiver, HttpReceiver, Limits
 from boutique.observatory.receivers.base import make_grpc_server
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_VARIABLE = "BOUTIQUE_OBSERVATORY_CHECKPOINT_THRESHOLD"
 EXIT_STORE_BROKEN = 3  # the exit status when the store can be neither written nor reopened
 HEALTH_PATHS = ("/_healthz", "/_readyz")
+SIGNALS = ("spans", "logs", "metrics")  # as the batches name themselves (`signals.Batch.signal`)
 
 LOGIN_PATH = "/login"
 TOKEN_COOKIE = "observatory_token"
@@ -209,16 +210,19 @@ class Observatory:
         return JSONResponse(body, 200 if ready else 503, headers=headers)
 
     async def _status(self, request: Request) -> Response:
-        """Ingest and storage figures: spans accepted, refused, failed, stored, queued; store size and health."""
+        """Ingest and storage figures: spans, log records and metric points accepted, refused, failed and
+        stored; items queued; redactions; store size and health."""
         stored = await run_in_threadpool(self.store.stats)
+        by_signal = {
+            name: dict.fromkeys(FIGURES, 0) | self.pipeline.by_signal.get(name, {}) for name in SIGNALS
+        }
         figures = {
             "health": self.health(),
-            "accepted_spans": self.pipeline.accepted,
-            "refused_spans": self.pipeline.refused,
-            "failed_spans": self.pipeline.failed,
-            "stored_spans": self.pipeline.stored,
-            "queued_spans": self.pipeline.queued_spans,
+            **{f"{figure}_spans": count for figure, count in by_signal["spans"].items()},
+            "signals": by_signal,
+            "queued_items": self.pipeline.queued_spans,
             "redacted_spans": self.redactor.redacted_spans,
+            "redacted_logs": self.redactor.redacted_logs,
             "store": stored,
             "ports": self.bound.__dict__ if self.bound else None,
         }

@@ -8,7 +8,7 @@ durability and retention as spans (`store.signal_tables` lists them).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import duckdb
 
@@ -16,6 +16,7 @@ import duckdb
 class Batch(Protocol):
     """Items of one signal decoded from one request (or several, joined for one commit)."""
 
+    signal: ClassVar[str]  # "spans", "logs" or "metrics": what the pipeline's figures are kept by
     rejected: int  # items of the request refused (reported as the OTLP partial success)
     rejection: str  # why, when any were
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Self
+from typing import ClassVar, Self
 
 # OTLP SeverityNumber ranges: 1-4 TRACE, 5-8 DEBUG, 9-12 INFO, 13-16 WARN, 17-20 ERROR, 21-24 FATAL.
 SEVERITY_BASES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21}
@@ -37,6 +37,8 @@ class LogResource:
 @dataclass
 class LogBatch:
     """Log records decoded from one request (or joined for one commit): a `signals.Batch`."""
+
+    signal: ClassVar[str] = "logs"
 
     time_us: list[int] = field(default_factory=list)
     observed_us: list[int] = field(default_factory=list)

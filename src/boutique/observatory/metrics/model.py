@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 Kind = Literal["sum", "gauge", "histogram", "exponential_histogram", "summary"]
 KINDS: tuple[Kind, ...] = ("sum", "gauge", "histogram", "exponential_histogram", "summary")
@@ -124,6 +124,8 @@ def series_key(series: Series) -> int:
 @dataclass
 class MetricBatch:
     """Data points of one signal batch: the series they belong to, the points, their exemplars."""
+
+    signal: ClassVar[str] = "metrics"
 
     series: dict[int, Series] = field(default_factory=dict)
     points: list[PointRow] = field(default_factory=list)

@@ -160,7 +160,10 @@ async def _drive(
     loop = asyncio.get_running_loop()
     if main is not None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, main.cancel)  # as Ctrl-C: put everything back first
+            # Ctrl-C and SIGTERM both put everything back first; SIGINT is handled here even when the
+            # process was started with it ignored (a background job of a non-interactive shell).
+            for stop in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(stop, main.cancel)
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
         base = target.observatory_url
         observatory = Observatory(base, client) if base else None
