@@ -5,8 +5,7 @@ Items are spans, log records or metric points (any `signals.Batch`; the capacity
 `submit` refuses at once (`QueueFull`) when the spans waiting would exceed the capacity, so overload
 answers 429 / RESOURCE_EXHAUSTED instead of growing memory; otherwise it resolves when the writer
 thread has committed the batch, so a success reply means the items survive a `kill -9`. The writer
-groups what is waiting, batches of one signal at a time, into one store append (group commit), then
-calls each `on_stored` listener with the stored batch (tail sampling follows traces that way).
+groups what is waiting, batches of one signal at a time, into one store append (group commit).
 
 While the store is read-only (a full disk), `submit` refuses at once with `StoreFailed` and the writer
 asks the store to `recover` every `probe_every` seconds; a store that cannot even be reopened is
@@ -56,7 +55,6 @@ class Pipeline:
         retention_every: float = 30.0,
         probe_every: float = 1.0,
         on_broken: Callable[[str], None] | None = None,
-        on_stored: Sequence[Callable[[Batch], None]] = (),
     ) -> None:
         self.store = store
         self.processors = list(processors)
@@ -65,7 +63,6 @@ class Pipeline:
         self.retention_every = retention_every
         self.probe_every = probe_every
         self.on_broken = on_broken
-        self.on_stored = list(on_stored)  # called on the writer thread after each commit; must be quick
         self.broken: str | None = None  # why the store can no longer be used, once it cannot
         self._queue: deque[tuple[Batch, Future[int]]] = deque()
         self._queued_spans = 0
@@ -219,11 +216,6 @@ class Pipeline:
         self._tally(combined, "stored", len(combined))
         for (_, future), count in zip(taken, counts, strict=True):
             future.set_result(count)
-        for listener in self.on_stored:
-            try:
-                listener(combined)
-            except Exception:
-                log.exception("a listener of stored batches failed")
 
     def stop(self, timeout: float = 30.0) -> None:
         """Store what is queued, then stop the writer."""
