@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 HTTP_TRACES_PATH = "/v1/traces"
 HTTP_LOGS_PATH = "/v1/logs"
 HTTP_METRICS_PATH = "/v1/metrics"
+HTTP_PROFILES_PATH = "/v1development/profiles"  # the signal is still in development, as its path says
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 RETRY_HTTP_STATUSES = frozenset({429, 502, 503, 504})
@@ -79,6 +80,14 @@ METRICS = Signal(
     HTTP_METRICS_PATH,
     f"{_COLLECTOR}.metrics.v1.metrics_service_pb2:ExportMetricsServiceResponse",
     "rejected_data_points",
+)
+PROFILES = Signal(
+    "profiles",
+    "profiles",
+    f"/{_COLLECTOR}.profiles.v1development.ProfilesService/Export",
+    HTTP_PROFILES_PATH,
+    f"{_COLLECTOR}.profiles.v1development.profiles_service_pb2:ExportProfilesServiceResponse",
+    "rejected_profiles",
 )
 GRPC_EXPORT_METHOD = TRACES.grpc_method
 

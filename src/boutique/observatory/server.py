@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_VARIABLE = "BOUTIQUE_OBSERVATORY_CHECKPOINT_THRESHOLD"
 EXIT_STORE_BROKEN = 3  # the exit status when the store can be neither written nor reopened
 HEALTH_PATHS = ("/_healthz", "/_readyz")
-SIGNALS = ("spans", "logs", "metrics")  # as the batches name themselves (`signals.Batch.signal`)
+SIGNALS = ("spans", "logs", "metrics", "profiles")  # as the batches name themselves (`signals.Batch.signal`)
 
 LOGIN_PATH = "/login"
 TOKEN_COOKIE = "observatory_token"
