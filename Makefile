@@ -64,12 +64,12 @@ format: $(DEVSTAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## proto: regenerate the gRPC/protobuf code from src/boutique/shop/proto/demo.proto (and pprof's messages)
+## proto: regenerate the gRPC/protobuf code from src/boutique/shop/proto/demo.proto (and pprof's and Pyroscope push's messages)
 proto: $(DEVSTAMP)
 	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src --grpc_python_out=src \
 		src/boutique/shop/proto/demo.proto
 	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src \
-		src/boutique/observatory/profiles/pprof.proto
+		src/boutique/observatory/profiles/pprof.proto src/boutique/observatory/profiles/push.proto
 
 bench: $(DEVSTAMP)
 	$(BIN)/python benchmarks/startup.py --spawn fork,plain

@@ -133,7 +133,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Shop:
     """One `boutique up --plain --no-load` in a child process, its stdout read by a thread."""
 
-    def __init__(self, name: str, traced: bool, data_dir: Path) -> None:
+    def __init__(self, name: str, traced: bool, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{free_port()}"
@@ -145,7 +145,7 @@ class Shop:
         command += ["--observatory-ports", ",".join(map(str, ports))]
         self.observatory = f"http://127.0.0.1:{ports[3]}" if traced else None
         command += ["--data-dir", str(data_dir)]
-        env = clean_env() if traced else clean_env(OTEL_SDK_DISABLED="true")
+        env = clean_env(**(env or {})) if traced else clean_env(OTEL_SDK_DISABLED="true")
         if not traced:
             command.append("--no-observatory")
         self.proc = subprocess.Popen(
@@ -214,10 +214,11 @@ class Shop:
                 self.proc.wait()
 
 
-def start_shop(name: str, root: Path) -> Shop:
-    """Start shop `name` ("on" traces) and wait until it is up, trying again once if it fails to."""
+def start_shop(name: str, root: Path, traced: bool | None = None, env: dict[str, str] | None = None) -> Shop:
+    """Start shop `name` (traced: by default "on" is) with `env` added, and wait until it is up, trying
+    again once if it fails to."""
     for attempt in range(1, ATTEMPTS + 1):
-        shop = Shop(name, name == "on", root / f"{name}-{attempt}")
+        shop = Shop(name, name == "on" if traced is None else traced, root / f"{name}-{attempt}", env)
         trouble = shop.wait_ready()
         if trouble is None:
             return shop

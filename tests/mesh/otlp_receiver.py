@@ -1,4 +1,8 @@
-"""A real OTLP/HTTP receiver on a loopback port that keeps every request, for the signal export tests."""
+"""A real OTLP/HTTP receiver on a loopback port that keeps every request, for the signal export tests.
+
+Profiles (`/v1development/profiles`) are kept apart from the other signals' bodies, and decoded back into
+plain samples by `profile_samples`, independently of the encoder that made them.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 import (
+    ExportProfilesServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -18,6 +25,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from boutique.run.ports import free_port
 
 PATHS = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics"}
+PROFILES_PATH = "/v1development/profiles"
 
 
 def plain(value: AnyValue) -> Any:
@@ -30,6 +38,71 @@ def plain(value: AnyValue) -> Any:
     if which == "kvlist_value":
         return {kv.key: plain(kv.value) for kv in value.kvlist_value.values}
     return getattr(value, which)
+
+
+@dataclass(frozen=True)
+class ProfileSample:
+    """One decoded OTLP profile sample, its tables resolved."""
+
+    type: str  # the profile's sample type, e.g. "cpu" or "wall"
+    unit: str
+    period: int
+    resource: dict[str, Any]
+    frames: tuple[tuple[str, str, int], ...]  # (function name, file, line), leaf first
+    value: int
+    timestamps: tuple[int, ...]
+    thread: str
+    trace_id: bytes  # b"" outside any span
+    span_id: bytes
+
+    def has(self, function: str) -> bool:
+        """Whether a frame of the stack is `function` (its qualified name)."""
+        return any(name == function for name, _, _ in self.frames)
+
+
+def profile_samples(request: ExportProfilesServiceRequest) -> list[ProfileSample]:
+    """Every sample of one request, with its stack, thread and link looked up in the request's dictionary."""
+    tables = request.dictionary
+    strings = list(tables.string_table)
+
+    def frames(stack_index: int) -> tuple[tuple[str, str, int], ...]:
+        found: list[tuple[str, str, int]] = []
+        for location_index in tables.stack_table[stack_index].location_indices:
+            for line in tables.location_table[location_index].lines:
+                function = tables.function_table[line.function_index]
+                found.append(
+                    (strings[function.name_strindex], strings[function.filename_strindex], line.line)
+                )
+        return tuple(found)
+
+    samples = []
+    for resource_profiles in request.resource_profiles:
+        resource = {kv.key: plain(kv.value) for kv in resource_profiles.resource.attributes}
+        for scope_profiles in resource_profiles.scope_profiles:
+            for profile in scope_profiles.profiles:
+                kind = strings[profile.sample_type.type_strindex]
+                unit = strings[profile.sample_type.unit_strindex]
+                for sample in profile.samples:
+                    attributes = {
+                        strings[entry.key_strindex]: plain(entry.value)
+                        for entry in (tables.attribute_table[i] for i in sample.attribute_indices)
+                    }
+                    link = tables.link_table[sample.link_index]
+                    samples.append(
+                        ProfileSample(
+                            kind,
+                            unit,
+                            profile.period,
+                            resource,
+                            frames(sample.stack_index),
+                            sum(sample.values),
+                            tuple(sample.timestamps_unix_nano),
+                            str(attributes.get("thread.name", "")),
+                            bytes(link.trace_id),
+                            bytes(link.span_id),
+                        )
+                    )
+    return samples
 
 
 @dataclass
@@ -50,12 +123,14 @@ class Record:
 
 
 class OtlpReceiver:
-    """Keeps the body of every POST to /v1/traces, /v1/logs and /v1/metrics; can stop and start again on
-    its port (an outage), and answer with another status."""
+    """Keeps the body of every POST to /v1/traces, /v1/logs and /v1/metrics (in `bodies`) and
+    /v1development/profiles (in `profile_bodies`); can stop and start again on its port (an outage), and
+    answer with another status."""
 
     def __init__(self, port: int = 0) -> None:
         self.port = port or free_port()
         self.bodies: dict[str, list[bytes]] = {name: [] for name in PATHS.values()}
+        self.profile_bodies: list[bytes] = []
         self.status = 200
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -71,10 +146,14 @@ class OtlpReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 signal = PATHS.get(self.path)
-                status = receiver.status if signal else 404
+                profiles = self.path == PROFILES_PATH
+                status = receiver.status if signal or profiles else 404
                 if status == 200 and signal:
                     with receiver.lock:
                         receiver.bodies[signal].append(body)
+                elif status == 200 and profiles:
+                    with receiver.lock:
+                        receiver.profile_bodies.append(body)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
@@ -97,7 +176,7 @@ class OtlpReceiver:
         """Every log record received so far, in arrival order."""
         with self.lock:
             bodies = list(self.bodies["logs"])
-        found = []
+        found: list[Record] = []
         for body in bodies:
             for resource_logs in ExportLogsServiceRequest.FromString(body).resource_logs:
                 resource = {kv.key: plain(kv.value) for kv in resource_logs.resource.attributes}
@@ -109,6 +188,15 @@ class OtlpReceiver:
         """Every metrics export request received so far."""
         with self.lock:
             return [ExportMetricsServiceRequest.FromString(body) for body in self.bodies["metrics"]]
+
+    def profiles(self) -> list[ExportProfilesServiceRequest]:
+        """Every profiles export request received so far."""
+        with self.lock:
+            return [ExportProfilesServiceRequest.FromString(body) for body in self.profile_bodies]
+
+    def profile_samples(self) -> list[ProfileSample]:
+        """Every profile sample received so far, decoded."""
+        return [sample for request in self.profiles() for sample in profile_samples(request)]
 
     def spans(self) -> list[Any]:
         """Every span received so far."""

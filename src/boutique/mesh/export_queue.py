@@ -520,14 +520,16 @@ _FAMILIES = {
     "traces": ("boutique_telemetry_spans", "Spans"),
     "logs": ("boutique_telemetry_log_records", "Log records"),
     "metrics": ("boutique_telemetry_metric_points", "Metric data points"),
+    "profiles": ("boutique_telemetry_profiles", "Profiles (one per sample type in each export)"),
 }
 
 
 class QueueMetrics(Collector):
     """The sending queues of this process as Prometheus metrics (read when scraped, no per-item cost).
 
-    Queue size and retries carry a `signal` label (traces, logs, metrics); exported and dropped items are
-    counted in one family per signal, in that signal's unit (spans, log records, data points).
+    Queue size and retries carry a `signal` label (traces, logs, metrics, profiles); exported and dropped
+    items are counted in one family per signal, in that signal's unit (spans, log records, data points,
+    profiles).
     `boutique_telemetry_export_queue_spans` stays the spans waiting, as before.
     """
 
@@ -542,7 +544,7 @@ class QueueMetrics(Collector):
         yield spans
         size = GaugeMetricFamily(
             "boutique_telemetry_export_queue_items",
-            "Items waiting to be exported (spans, log records or metric data points).",
+            "Items waiting to be exported (spans, log records, metric data points or profiles).",
             labels=["signal"],
         )
         size_bytes = GaugeMetricFamily(

@@ -2,7 +2,7 @@
 
 `MeshSettings.from_env()` is the one place the mesh reads its variables; each part of the process is
 handed the piece it needs: the process's identity, its status endpoints, discovery, tracing and span
-export (and the export of log records and metrics beside them), the concurrency limiter. A bad value stops the start with one line naming the variable, e.g.
+export (and the export of log records, metrics and profiles beside them), the concurrency limiter. A bad value stops the start with one line naming the variable, e.g.
 "PORT must be an integer port 0..65535, got 'abc'". `boutique serve` reads the settings once and
 installs them (`MeshSettings.install`); a part built without settings handed to it takes the installed
 ones, or, in a process that installed none (a test, a program using the mesh as a library), reads the
@@ -27,6 +27,7 @@ from boutique.mesh.otlp_send import (
     DEFAULT_HTTP_ENDPOINT,
     LOGS,
     METRICS,
+    PROFILES,
     TRACES,
     OtlpTarget,
     Signal,
@@ -44,9 +45,14 @@ DEFAULT_TARGET = OtlpTarget("grpc", DEFAULT_GRPC_ENDPOINT)
 DEFAULT_QUEUE = QueueSettings()
 DEFAULT_LOGS_TARGET = OtlpTarget("grpc", DEFAULT_GRPC_ENDPOINT, signal=LOGS)
 DEFAULT_METRICS_TARGET = OtlpTarget("grpc", DEFAULT_GRPC_ENDPOINT, signal=METRICS)
+DEFAULT_PROFILES_TARGET = OtlpTarget("grpc", DEFAULT_GRPC_ENDPOINT, signal=PROFILES)
 LOGS_EXPORTERS = ("otlp", "none")
 METRICS_EXPORTERS = ("otlp", "prometheus", "none")  # prometheus: /metrics only, nothing pushed
 DEFAULT_METRICS_INTERVAL = 10.0
+DEFAULT_PROFILING_HZ = 100
+MAX_PROFILING_HZ = 1000
+DEFAULT_PROFILING_INTERVAL = 10.0
+PROFILING_CPU = ("signal", "thread")  # who takes the main thread's cpu samples (boutique.mesh.profiler)
 DEFAULT_STOP_TIMEOUT = 4.0  # SIGTERM to exit, with room under the 5 s a platform is asked to wait
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -194,11 +200,11 @@ class TracingSettings:
 
 @dataclass(frozen=True)
 class SignalSettings:
-    """Whether log records and metrics go by OTLP beside spans, where to, and how often metrics are pushed.
+    """Whether log records, metrics and profiles go by OTLP beside spans, where to, and how often.
 
-    Both default to on wherever spans go by OTLP (off with OTEL_SDK_DISABLED); OTEL_LOGS_EXPORTER=none and
-    OTEL_METRICS_EXPORTER=none (or prometheus) switch one off; the targets follow the OTEL_EXPORTER_OTLP_*
-    variables, each LOGS_ / METRICS_ variant winning over its generic one.
+    All default to on wherever spans go by OTLP (off with OTEL_SDK_DISABLED); OTEL_LOGS_EXPORTER=none,
+    OTEL_METRICS_EXPORTER=none (or prometheus) and BOUTIQUE_PROFILING=off switch one off; the targets follow
+    the OTEL_EXPORTER_OTLP_* variables, each LOGS_ / METRICS_ / PROFILES_ variant winning over its generic one.
     """
 
     logs: bool = True  # OTEL_LOGS_EXPORTER
@@ -207,6 +213,13 @@ class SignalSettings:
     metrics_target: OtlpTarget = DEFAULT_METRICS_TARGET
     # BOUTIQUE_METRICS_EXPORT_INTERVAL (seconds, or a duration), else OTEL_METRIC_EXPORT_INTERVAL (ms)
     metrics_interval: float = DEFAULT_METRICS_INTERVAL
+    profiling: bool = True  # BOUTIQUE_PROFILING: the process profiles itself (boutique.mesh.profiler)
+    profiles_target: OtlpTarget = DEFAULT_PROFILES_TARGET
+    profiling_hz: int = DEFAULT_PROFILING_HZ  # BOUTIQUE_PROFILING_HZ: samples per second, 1..1000
+    profiling_interval: float = DEFAULT_PROFILING_INTERVAL  # BOUTIQUE_PROFILING_EXPORT_INTERVAL (seconds)
+    # BOUTIQUE_PROFILING_CPU: the main thread's cpu samples by a SIGPROF handler where it can be installed
+    # ("signal"), or by the sampling thread as every other thread's ("thread")
+    profiling_cpu: str = "signal"
 
 
 @dataclass(frozen=True)
@@ -406,13 +419,47 @@ def _signals(env: _Environment, tracing: TracingSettings) -> SignalSettings:
             "BOUTIQUE_METRICS_EXPORT_INTERVAL must be more than 0 s, "
             f"got {env.text('BOUTIQUE_METRICS_EXPORT_INTERVAL')!r}"
         )
+    profiling = env.flag("BOUTIQUE_PROFILING", True) and tracing.exporter == "otlp" and not tracing.disabled
     return SignalSettings(
         logs=logs,
         metrics=metrics,
         logs_target=_otlp_target(env, LOGS) if logs else DEFAULT_LOGS_TARGET,
         metrics_target=_otlp_target(env, METRICS) if metrics else DEFAULT_METRICS_TARGET,
         metrics_interval=interval,
+        profiling=profiling,
+        profiles_target=_otlp_target(env, PROFILES) if profiling else DEFAULT_PROFILES_TARGET,
+        profiling_hz=_profiling_hz(env) if profiling else DEFAULT_PROFILING_HZ,
+        profiling_interval=_profiling_interval(env) if profiling else DEFAULT_PROFILING_INTERVAL,
+        profiling_cpu=env.choice("BOUTIQUE_PROFILING_CPU", PROFILING_CPU, "signal")
+        if profiling
+        else "signal",
     )
+
+
+def _profiling_hz(env: _Environment) -> int:
+    """BOUTIQUE_PROFILING_HZ: a whole number of samples per second, 1 to 1000."""
+    name = "BOUTIQUE_PROFILING_HZ"
+    text = env.text(name)
+    if not text:
+        return DEFAULT_PROFILING_HZ
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_PROFILING_HZ:
+        raise SettingsError(
+            f"{name} must be a whole number of samples per second from 1 to {MAX_PROFILING_HZ}, got {text!r}"
+        )
+    return value
+
+
+def _profiling_interval(env: _Environment) -> float:
+    """BOUTIQUE_PROFILING_EXPORT_INTERVAL: seconds (or a duration) between two profiles sent, more than 0."""
+    name = "BOUTIQUE_PROFILING_EXPORT_INTERVAL"
+    value = env.seconds(name, DEFAULT_PROFILING_INTERVAL)
+    if value <= 0:
+        raise SettingsError(f"{name} must be more than 0 s, got {env.text(name)!r}")
+    return value
 
 
 def _queue(env: _Environment) -> QueueSettings:
@@ -428,8 +475,8 @@ def _queue(env: _Environment) -> QueueSettings:
 
 
 def _otlp_target(env: _Environment, signal: Signal = TRACES) -> OtlpTarget:
-    """One signal's target from OTEL_EXPORTER_OTLP_* (each TRACES_, LOGS_ or METRICS_ variant wins over its
-    generic one)."""
+    """One signal's target from OTEL_EXPORTER_OTLP_* (each TRACES_, LOGS_, METRICS_ or PROFILES_ variant wins
+    over its generic one)."""
     name = signal.name.upper()
 
     def either(suffix: str) -> str:

@@ -13,12 +13,23 @@ values `/metrics` serves (`boutique.mesh.metric_export`), go too, each through a
 to the same backend under the same resource: `OTEL_LOGS_EXPORTER=none` / `OTEL_METRICS_EXPORTER=none`
 switch either off, `BOUTIQUE_METRICS_EXPORT_INTERVAL` (seconds; default 10) sets how often metrics are
 pushed, and `OTEL_EXPORTER_OTLP_LOGS_*` / `..._METRICS_*` point either elsewhere (`SignalSettings`).
+
+The process also profiles itself there (`boutique.mesh.profiler`: every thread's stack 100 times a second,
+on the wall clock and on the CPU, and where every asyncio task waits, each sample linked to the span its
+thread or task was in) and sends OTLP profiles every 10 s (`boutique.mesh.profile_export`):
+`BOUTIQUE_PROFILING=off` switches it off, `BOUTIQUE_PROFILING_HZ` (1-1000) sets the rate,
+`BOUTIQUE_PROFILING_EXPORT_INTERVAL` how often profiles go, `OTEL_EXPORTER_OTLP_PROFILES_*` where, and
+`BOUTIQUE_PROFILING_CPU` (`signal`, the default, or `thread`) who samples the main thread's CPU: a
+SIGPROF handler on the process's CPU timer, set up here since this runs in the main thread (each forked
+service sets up its own), or the sampling thread. Under gevent (the load generator) there is no profiling: its
+threads are greenlets the sampler cannot see.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,6 +46,7 @@ from boutique.mesh.settings import MeshSettings, SignalSettings, TracingSettings
 if TYPE_CHECKING:
     from boutique.mesh.log_export import LogExport
     from boutique.mesh.metric_export import MetricsBridge
+    from boutique.mesh.profile_export import Profiling
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +87,14 @@ tracing_on = TracingSwitch()
 @dataclass(frozen=True)
 class TracingSetup:
     """What `setup_tracing` installed: the provider (None when tracing is off), where spans go, and the
-    export of log records and metrics beside them (None when off)."""
+    export of log records, metrics and profiles beside them (None when off)."""
 
     provider: TracerProvider | None
     exporter: str  # "otlp grpc http://127.0.0.1:4317", "console", "none" or "disabled"
     queue: SendingQueue | None = None  # the OTLP sending queue, when spans go by OTLP
     logs: LogExport | None = None
     metrics: MetricsBridge | None = None
+    profiling: Profiling | None = None
 
     def queues(self) -> list[SendingQueue]:
         """The sending queues of every signal exported by OTLP."""
@@ -90,12 +103,17 @@ class TracingSetup:
             found.append(self.logs.queue)
         if self.metrics is not None:
             found.append(self.metrics.queue)
+        if self.profiling is not None:
+            found.append(self.profiling.queue)
         return found
 
     def shutdown(self, within: float | None = None) -> None:
-        """Deliver what is still queued and stop exporting (at process exit): the metrics as they are now
-        and the batched log records join their queues, then every queue gets the same time side by side,
-        at most `within` when given (what is left of the stop: a backend that is gone is not waited for)."""
+        """Deliver what is still queued and stop exporting (at process exit): the metrics as they are now,
+        the batched log records and the last profile window join their queues, then every queue gets the
+        same time side by side, at most `within` when given (what is left of the stop: a backend that is
+        gone is not waited for)."""
+        if self.profiling is not None:
+            self.profiling.stop()
         if self.metrics is not None:
             self.metrics.stop()
         if self.logs is not None:
@@ -151,6 +169,39 @@ def _start_signals(
     return logs, metrics
 
 
+def _under_gevent() -> bool:
+    """Whether gevent patched `threading` here (threads are greenlets: nothing for a sampler to see)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+def _start_profiling(
+    provider: TracerProvider, settings: TracingSettings, signals: SignalSettings, instance: str
+) -> tuple[Profiling | None, str]:
+    """Start profiling as `signals` ask; what it does, for the "tracing" log line."""
+    if not signals.profiling:
+        return None, "off"
+    if _under_gevent():
+        return None, "off (gevent)"
+    from boutique.mesh.profile_export import start_profiling
+
+    spool = settings.spool_dir / instance / "profiles" if settings.spool_dir is not None else None
+    target = signals.profiles_target
+    profiling = start_profiling(
+        provider,
+        target,
+        signals.profiling_hz,
+        signals.profiling_interval,
+        settings.queue,
+        spool,
+        signals.profiling_cpu,
+    )
+    where = f"otlp {target.protocol} {target.endpoint}"
+    profiler = profiling.profiler
+    cpu = f"cpu: {profiler.cpu_source}" + (f", {profiler.cpu_fallback}" if profiler.cpu_fallback else "")
+    return profiling, f"{where} at {signals.profiling_hz} Hz every {signals.profiling_interval:g} s ({cpu})"
+
+
 def setup_tracing(
     service: str,
     instance: str,
@@ -158,8 +209,8 @@ def setup_tracing(
     settings: TracingSettings | None = None,
     signals: SignalSettings | None = None,
 ) -> TracingSetup:
-    """Install this process's tracer provider and propagators, and the export of its log records and
-    metrics; a no-op set-up when OTEL_SDK_DISABLED.
+    """Install this process's tracer provider and propagators, and the export of its log records, metrics
+    and profiles; a no-op set-up when OTEL_SDK_DISABLED.
 
     `service` names the process unless OTEL_SERVICE_NAME does; the instance id and version become
     `service.instance.id` and `service.version`, and `deployment.environment` defaults to "local".
@@ -185,6 +236,7 @@ def setup_tracing(
         provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     logs, metrics = _start_signals(provider, settings, signals, instance)
+    profiling, profiled = _start_profiling(provider, settings, signals, instance)
     log.info(
         "tracing",
         extra={
@@ -197,10 +249,11 @@ def setup_tracing(
                 if metrics
                 else "none"
             ),
+            "profiling": profiled,
         },
     )
     queue = processor if isinstance(processor, SendingQueue) else None
-    setup = TracingSetup(provider, where, queue, logs, metrics)
-    if logs is not None or metrics is not None:
+    setup = TracingSetup(provider, where, queue, logs, metrics, profiling)
+    if logs is not None or metrics is not None or profiling is not None:
         atexit.register(setup.shutdown)  # a process that never stops it (Locust's) still flushes at its exit
     return setup

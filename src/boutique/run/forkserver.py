@@ -57,6 +57,7 @@ PRELOAD = (
     "boutique.mesh.tracing",
     "boutique.mesh.log_export",
     "boutique.mesh.metric_export",
+    "boutique.mesh.profile_export",
     "boutique.mesh.flags",
     "boutique.mesh.flag_watch",
     "boutique.mesh.stopping",

@@ -1,4 +1,4 @@
-"""The observatory's query API: Jaeger v1, Jaeger api/v3 and Zipkin v2 routes, logs and metrics, over one store."""
+"""The observatory's query API: Jaeger v1, Jaeger api/v3 and Zipkin v2 routes, logs, metrics and profiles, over one store."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from boutique.observatory.api.jaeger import jaeger_routes
 from boutique.observatory.api.jaeger_v3 import v3_routes
 from boutique.observatory.api.logs import logs_routes
 from boutique.observatory.api.metrics import metrics_routes
+from boutique.observatory.api.profiles import profiles_routes
 from boutique.observatory.api.zipkin import zipkin_routes
 from boutique.observatory.store.base import Store
 
@@ -21,5 +22,6 @@ def query_routes(store: Store) -> list[BaseRoute]:
         *zipkin_routes(store),
         *logs_routes(store),
         *metrics_routes(store),
+        *profiles_routes(store),
         *jaeger_routes(store),
     ]

@@ -22,7 +22,8 @@ from boutique.observatory.logs.model import LogResource as ProfileResource
 
 __all__ = ["ProfileBatch", "ProfileResource", "frame_label", "function_label", "stack_id"]
 
-PROFILE_TYPES = ("cpu", "wall")  # what our sampler sends; others (alloc_space, ...) are stored as sent
+# What our sampler sends (cpu, wall, and where asyncio tasks wait); others (alloc_space, ...) are stored as sent.
+PROFILE_TYPES = ("cpu", "wall", "tasks")
 NANOSECONDS = "nanoseconds"
 _LINE = re.compile(r"^(.*) \((.*):(\d+)\)$")
 

@@ -6,7 +6,15 @@ server walks `RECEIVERS` to build its HTTP apps and gRPC servers, so adding a pr
 module and a line below. The decoders (`otlp_proto`, `otlp_json`, `zipkin`) are plain functions of bytes.
 """
 
-from boutique.observatory.receivers import otlp_grpc, otlp_http, otlp_logs, otlp_metrics, zipkin_http
+from boutique.observatory.receivers import (
+    otlp_grpc,
+    otlp_http,
+    otlp_logs,
+    otlp_metrics,
+    otlp_profiles,
+    pyroscope,
+    zipkin_http,
+)
 from boutique.observatory.receivers.base import GrpcReceiver, HttpReceiver, Limits, Receiver
 
 RECEIVERS: tuple[Receiver, ...] = (
@@ -15,6 +23,8 @@ RECEIVERS: tuple[Receiver, ...] = (
     zipkin_http.RECEIVER,
     *otlp_logs.RECEIVERS,
     *otlp_metrics.RECEIVERS,
+    *otlp_profiles.RECEIVERS,
+    *pyroscope.RECEIVERS,
 )
 
 __all__ = ["RECEIVERS", "GrpcReceiver", "HttpReceiver", "Limits", "Receiver"]

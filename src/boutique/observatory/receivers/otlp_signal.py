@@ -49,13 +49,19 @@ def export_answer(response_type: type[Message], rejected_field: str) -> Callable
 
 
 def otlp_receivers(
-    signal: str, wire: Decoders[Batch], response_type: type[Message], rejected_field: str, items: str
+    signal: str,
+    wire: Decoders[Batch],
+    response_type: type[Message],
+    rejected_field: str,
+    items: str,
+    path: str = "",
 ) -> tuple[Receiver, ...]:
     """The `<signal>` service's one gRPC method, Export, and `POST /v1/<signal>`, both feeding the pipeline.
 
     The service and its request type are those of `response_type` (the Export response message), whose
-    `rejected_field` counts refused items; `items` names them in refusal messages. `wire` is reached
-    at call time, so a decode module still being imported may be passed.
+    `rejected_field` counts refused items; `items` names them in refusal messages; `path` is the HTTP
+    path when it is not `/v1/<signal>` (a signal still in development). `wire` is reached at call
+    time, so a decode module still being imported may be passed.
     """
     (service,) = response_type.DESCRIPTOR.file.services_by_name.values()
     request_type = service.methods_by_name["Export"].input_type.full_name
@@ -84,7 +90,7 @@ def otlp_receivers(
         async def export(request: Request) -> Response:
             return await otlp_export(request, pipeline, limits, http_decoders, answer)
 
-        return [Route(f"/v1/{signal}", export, methods=["POST"])]
+        return [Route(path or f"/v1/{signal}", export, methods=["POST"])]
 
     # Named per signal: route builders and method tables are told apart (and found) by name.
     routes.__name__ = routes.__qualname__ = f"otlp_{signal}_http_routes"

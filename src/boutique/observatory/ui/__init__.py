@@ -1,4 +1,4 @@
-"""The observatory's web UI on the query port: search, trace, logs, metrics, services, mesh and flags pages.
+"""The observatory's web UI on the query port: search, trace, logs, metrics, profiles, services, mesh, flags.
 
 Pages are rendered on the server (Jinja2) and made interactive with a little plain JavaScript from
 `static/` (no build step). Each page is a module with a `routes(...)` function; this package joins them.
@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from boutique.observatory.api import query_routes
 from boutique.observatory.store.base import Store
-from boutique.observatory.ui import flags, logs, mesh, metrics, search, services, trace
+from boutique.observatory.ui import flags, logs, mesh, metrics, profiles, search, services, trace
 from boutique.observatory.ui.flags import FlagControls
 from boutique.observatory.ui.local_api import LocalApi
 
@@ -36,13 +36,14 @@ def ui_routes(
     """Every page of the UI and its static files (the Flags page and chart markers need a flag file; the
     markers of process faults, `boutique chaos`'s log)."""
     controls = flag_controls or FlagControls()
-    api = LocalApi(query_routes(store))  # the Logs and Metrics pages read through the query API
+    api = LocalApi(query_routes(store))  # the Logs, Metrics and Profiles pages read through the query API
     return [
         Route("/", _home),
         *search.routes(store),
         *trace.routes(store),
         *logs.routes(api),
         *metrics.routes(api),
+        *profiles.routes(api),
         *services.routes(store, controls.file, chaos_log),
         *mesh.routes(registry_url),
         *flags.routes(controls),

@@ -13,6 +13,7 @@ NAVIGATION = (
     ("search", "Search", "/search"),
     ("logs", "Logs", "/logs"),
     ("metrics", "Metrics", "/charts"),
+    ("profiles", "Profiles", "/profiles"),
     ("services", "Services", "/dependencies"),
     ("mesh", "Mesh", "/mesh"),
     ("flags", "Flags", "/flags"),

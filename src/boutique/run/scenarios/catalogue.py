@@ -97,13 +97,20 @@ SCENARIOS: tuple[Scenario, ...] = (
                 Search("productcatalog", {FLAG: "productCatalogDbLock"}),
             ),
             service_page="productcatalog",
+            profile=("productcatalog", "tasks"),
             notes=(
                 "the span: how many requests it waited behind, and how long it waited for the lock",
                 "productcatalog's RED chart: latency climbs far above 50 ms as requests pile up",
+                "productcatalog's tasks profile, where every asyncio task waited (cpu and wall show "
+                "nothing: the calls only wait): beside gRPC's own tasks waiting for calls, every call "
+                "(_handle_rpc) is in DatabaseLock.query (boutique/shop/productcatalog/faults.py), nearly "
+                "all of it in Lock.acquire (the queue), a sliver in sleep (the query itself)",
             ),
         ),
         checks=(
             c.flagged_spans("productcatalog", "productCatalogDbLock"),
+            # measured 15-29 % (two replicas, 8 shoppers, 10 s): gRPC's idle tasks take much of the rest
+            c.profile_hot("productcatalog", "DatabaseLock.query", "tasks", 0.08),
             c.span_attribute(
                 "productcatalog",
                 "app.lock.waited_behind",
@@ -148,13 +155,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         look=Look(
             (Search("ad", {FLAG: "adHighCpu"}),),
             service_page="ad",
+            profile=("ad", "cpu"),
             notes=(
                 "the span: app.cpu.burn_ms, the CPU each call burnt",
                 "ad's RED chart: latency up, requests and errors steady",
+                "ad's cpu profile: burn (boutique/shop/ad/faults.py) takes most of it, from the burner "
+                "thread and from each call (its span's profile shows the call's share)",
             ),
         ),
         checks=(
             c.flagged_spans("ad", "adHighCpu"),
+            c.profile_hot("ad", "burn", "cpu", 0.5),
             c.span_attribute(
                 "ad",
                 "app.cpu.burn_ms",

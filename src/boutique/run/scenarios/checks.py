@@ -110,6 +110,20 @@ def served_spans(service: str) -> Check:
     return Check(f"the RED request rate of {service} shows the requests it admitted", probe)
 
 
+def profile_hot(service: str, function: str, kind: str, at_least: float) -> Check:
+    """A function named like `function` holds at least `at_least` of `service`'s `kind` profile (cpu,
+    wall or tasks) over the run: the flame graph shows the cause."""
+
+    async def probe(evidence: Evidence) -> Verdict:
+        share, name = await evidence.need_observatory().profile_share(
+            service, function, kind, evidence.start_us, evidence.end_us
+        )
+        found = f"{name}: {share:.0%} of the {kind} profile" if name else f"no frame named like {function}"
+        return Verdict(share >= at_least, found)
+
+    return Check(f"{service}'s {kind} profile spends {at_least:.0%} or more in {function}", probe)
+
+
 def breaker_opened(caller: str, dependency: str) -> Check:
     """The Mesh page showed the breaker `caller` keeps for `dependency` open (or half-open)."""
 

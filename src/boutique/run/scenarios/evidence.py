@@ -123,6 +123,23 @@ class Observatory:
             for point in series["metricPoints"]
         ]
 
+    async def profile_share(
+        self, service: str, function: str, kind: str, start_us: int, end_us: int
+    ) -> tuple[float, str]:
+        """The largest share (0-1) of `service`'s `kind` profile in the window spent in a function whose
+        name contains `function` (its total, callees included), and that function's name ("" if none)."""
+        params: dict[str, Any] = {"service": service, "type": kind, "start": start_us, "end": end_us}
+        whole = await self.client.get(f"{self.base_url}/api/profiles", params=params)
+        whole.raise_for_status()
+        total = int(whole.json()["data"]["total"])
+        answer = await self.client.get(f"{self.base_url}/api/profiles/top", params={**params, "limit": 500})
+        answer.raise_for_status()
+        matching = [entry for entry in answer.json()["data"] if function in str(entry["name"])]
+        if not total or not matching:
+            return 0.0, ""
+        best = max(matching, key=lambda entry: int(entry["total"]))
+        return int(best["total"]) / total, str(best["name"])
+
 
 # ---- the Mesh page's stream --------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Links into the observatory's pages: the trace search of a window, one trace, a service, the Mesh page."""
+"""Links into the observatory's pages: the trace search of a window, one trace, a service, the Mesh page,
+a profile."""
 
 from __future__ import annotations
 
@@ -35,3 +36,10 @@ def service_url(base: str, service: str) -> str:
 def mesh_url(base: str) -> str:
     """The Mesh page: instances, balancers and breakers, live."""
     return f"{base}/mesh"
+
+
+def profile_url(base: str, service: str, kind: str, start_us: int, end_us: int) -> str:
+    """The Profiles page: `service`'s `kind` flame graph (cpu, wall, tasks) between start and end (µs)."""
+    return (
+        f"{base}/profiles?{urlencode({'service': service, 'type': kind, 'start': start_us, 'end': end_us})}"
+    )

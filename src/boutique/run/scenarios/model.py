@@ -51,12 +51,14 @@ class Check:
 @dataclass(frozen=True)
 class Look:
     """Where the evidence is: trace searches (the first that finds a trace gives the example trace), the
-    service whose RED chart moves, the Mesh page, and what to see there."""
+    service whose RED chart moves, the Mesh page, the flame graph that shows the cause, and what to see
+    there."""
 
     searches: tuple[Search, ...]
     service_page: str = ""
     mesh: bool = False
     notes: tuple[str, ...] = ()
+    profile: tuple[str, str] | None = None  # (service, type): the flame graph that shows the cause
 
 
 Undo = Callable[[], None]

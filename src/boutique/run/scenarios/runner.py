@@ -289,6 +289,10 @@ async def _where_to_look(console: Console, scenario: Scenario, evidence: Evidenc
         console.print(f"  service:  {links.service_url(base, look.service_page)}", highlight=False)
     if look.mesh:
         console.print(f"  mesh:     {links.mesh_url(base)}", highlight=False)
+    if look.profile:
+        service, kind = look.profile
+        profile = links.profile_url(base, service, kind, evidence.start_us, evidence.end_us)
+        console.print(f"  profile:  {profile}", highlight=False)
     for note in look.notes:
         console.print(f"  - {note}", highlight=False)
 

@@ -318,6 +318,13 @@
     return `<section id="span-logs" aria-label="${esc(heading)}"><h3>${esc(heading)}</h3>${content}</section>`;
   }
 
+  // The span's stack samples on the Profiles page (the samples each process took while the span ran).
+  function profileHTML(span) {
+    const query = new URLSearchParams({ traceID: data.traceId, spanID: span.id, service: data.services[span.service] });
+    return `<p class="span-profile"><a id="span-profile-link" href="/profiles?${query}">Profile of this span</a>`
+      + ' <span class="muted">(stack samples taken while it ran)</span></p>';
+  }
+
   function showDetail(index) {
     const span = spans[index];
     selected = index;
@@ -347,6 +354,7 @@
       + `<dl class="detail-facts">${facts.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("")}</dl>${warnings}`
       + `<h3>Attributes (${Object.keys(span.attributes).length})</h3>${table(span.attributes, "Attributes")}`
       + logsHTML(span)
+      + profileHTML(span)
       + `<h3>Events (${span.events.length})</h3>${eventsHTML(span)}`
       + `<h3>Links (${span.links.length})</h3>${linksHTML(span)}`
       + `<h3>Resource</h3>${table(data.resources[span.resource], "Resource attributes")}`;
