@@ -46,9 +46,9 @@ def split_cpu(shop: Shop, before: dict[int, float], after: dict[int, float]) -> 
     return sum(spent.values()) - mine, mine
 
 
-def ticks(shop: Shop) -> dict[str, float]:
-    """The profiler's tick count of every process that serves /metrics, by instance."""
-    found: dict[str, float] = {}
+def ticks(shop: Shop) -> dict[str, tuple[float, float]]:
+    """The profiler's tick count of every process that serves /metrics, and when it was read, by instance."""
+    found: dict[str, tuple[float, float]] = {}
     for process in Target.load(shop.data_dir).processes:
         if not process.metrics:
             continue
@@ -57,7 +57,7 @@ def ticks(shop: Shop) -> dict[str, float]:
             text = httpx.get(f"{url.rstrip('/')}/metrics", timeout=5.0).text
             for line in text.splitlines():
                 if line.startswith(TICKS):
-                    found[process.instance] = float(line.rsplit(" ", 1)[1])
+                    found[process.instance] = (float(line.rsplit(" ", 1)[1]), time.monotonic())
     return found
 
 
@@ -86,14 +86,14 @@ def main() -> None:
                     checkout(session, form)
             results = {name: Samples() for name in SHOPS}
             cpu_before = {name: shop.cpu_seconds() for name, shop in shops.items()}
-            ticks_before, clock = ticks(shops["on"]), time.monotonic()
+            ticks_before = ticks(shops["on"])
             for number in range(args.rounds):
                 for name in SHOPS if number % 2 == 0 else SHOPS[::-1]:
                     gc.collect()
                     results[name].add([checkout(sessions[name], form) for _ in range(args.per_round)])
                 if (number + 1) % 10 == 0 or number + 1 == args.rounds:
                     print(f"    round {number + 1}/{args.rounds}", flush=True)
-            elapsed, ticks_after = time.monotonic() - clock, ticks(shops["on"])
+            ticks_after = ticks(shops["on"])
             cpu = {
                 name: split_cpu(shop, cpu_before[name], shop.cpu_seconds()) for name, shop in shops.items()
             }
@@ -121,8 +121,9 @@ def main() -> None:
     print(f"  on/off CPU per checkout, observatory: {cpu['on'][1] / max(cpu['off'][1], 1e-9):.3f}")
     print(f"  on/off CPU per checkout, everything: {total['on'] / total['off']:.3f}")
     rates = {
-        instance: (ticks_after[instance] - ticks_before.get(instance, 0.0)) / elapsed
-        for instance in ticks_after
+        instance: (count - ticks_before[instance][0]) / (at - ticks_before[instance][1])
+        for instance, (count, at) in ticks_after.items()
+        if instance in ticks_before
     }
     if rates:
         ordered = sorted(rates.items(), key=lambda item: item[1])
