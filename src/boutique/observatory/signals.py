@@ -8,7 +8,7 @@ durability and retention as spans (`store.signal_tables` lists them).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import duckdb
 
@@ -51,3 +51,27 @@ class SignalTable(Protocol):
     def time_range(self, db: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
         """(oldest, newest) row time in µs, None when empty (the size cut removes the oldest first)."""
         ...
+
+
+J = TypeVar("J")
+
+
+def join_rows(joined: J, batches: Sequence[Any], columns: Sequence[str]) -> J:
+    """Append every batch's `columns` to `joined`, renumbering `resource_index` into the joined
+    `resources` and summing rejections: the `concat` of a batch of per-row lists (logs, profiles)."""
+    target: Any = joined
+    for batch in batches:
+        offset = len(target.resources)
+        target.resources.extend(batch.resources)
+        target.resource_index.extend(index + offset for index in batch.resource_index)
+        for name in columns:
+            getattr(target, name).extend(getattr(batch, name))
+        target.rejected += batch.rejected
+        target.rejection = target.rejection or batch.rejection
+    return joined
+
+
+def time_range_of(db: duckdb.DuckDBPyConnection, table: str) -> tuple[int, int] | None:
+    """(oldest, newest) `time_us` of a table's rows, None when it has none (a `SignalTable.time_range`)."""
+    row = db.execute(f"SELECT min(time_us), max(time_us) FROM {table}").fetchone()
+    return None if row is None or row[0] is None else (int(row[0]), int(row[1]))

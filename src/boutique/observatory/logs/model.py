@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
+from boutique.observatory.signals import join_rows
+
 # OTLP SeverityNumber ranges: 1-4 TRACE, 5-8 DEBUG, 9-12 INFO, 13-16 WARN, 17-20 ERROR, 21-24 FATAL.
 SEVERITY_BASES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21}
 MAX_SEVERITY = 24
@@ -60,16 +62,7 @@ class LogBatch:
     @classmethod
     def concat(cls, batches: Sequence[Self]) -> Self:
         """One batch of all these records (resources renumbered, rejections summed)."""
-        joined = cls()
-        for batch in batches:
-            offset = len(joined.resources)
-            joined.resources.extend(batch.resources)
-            joined.resource_index.extend(index + offset for index in batch.resource_index)
-            for name in COLUMNS:
-                getattr(joined, name).extend(getattr(batch, name))
-            joined.rejected += batch.rejected
-            joined.rejection = joined.rejection or batch.rejection
-        return joined
+        return join_rows(cls(), batches, COLUMNS)
 
     def service_at(self, index: int) -> str:
         """The service of record `index`."""

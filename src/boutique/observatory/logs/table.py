@@ -19,6 +19,7 @@ import duckdb
 import nanoarrow as na
 
 from boutique.observatory.logs.model import LogBatch
+from boutique.observatory.signals import time_range_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs (
@@ -126,10 +127,7 @@ class LogsTable:
 
     def time_range(self, db: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
         """(oldest, newest) record time in µs; None when there is none."""
-        row = db.execute("SELECT min(time_us), max(time_us) FROM logs").fetchall()
-        if not row or row[0][0] is None:
-            return None
-        return int(row[0][0]), int(row[0][1])
+        return time_range_of(db, "logs")
 
 
 TABLE = LogsTable()

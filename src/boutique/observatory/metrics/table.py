@@ -26,6 +26,7 @@ from boutique.observatory.metrics.model import (
     SERIES_COLUMNS,
     MetricBatch,
 )
+from boutique.observatory.signals import time_range_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS metric_series (
@@ -157,8 +158,7 @@ class MetricsTable:
 
     def time_range(self, db: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
         """(oldest, newest) point time in µs, None when no point is stored."""
-        row = db.execute("SELECT min(time_us), max(time_us) FROM metric_points").fetchone()
-        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+        return time_range_of(db, "metric_points")
 
 
 TABLE = MetricsTable()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
 from boutique.observatory.logs.model import LogResource as ProfileResource
+from boutique.observatory.signals import join_rows
 
 __all__ = ["ProfileBatch", "ProfileResource", "frame_label", "function_label", "stack_id"]
 
@@ -78,16 +79,9 @@ class ProfileBatch:
     @classmethod
     def concat(cls, batches: Sequence[Self]) -> Self:
         """One batch of all these rows (resources renumbered, stacks merged, rejections summed)."""
-        joined = cls()
+        joined = join_rows(cls(), batches, COLUMNS)
         for batch in batches:
-            offset = len(joined.resources)
-            joined.resources.extend(batch.resources)
-            joined.resource_index.extend(index + offset for index in batch.resource_index)
-            for name in COLUMNS:
-                getattr(joined, name).extend(getattr(batch, name))
             joined.stacks.update(batch.stacks)
-            joined.rejected += batch.rejected
-            joined.rejection = joined.rejection or batch.rejection
         return joined
 
 

@@ -16,6 +16,7 @@ import nanoarrow as na
 
 from boutique.observatory.logs.table import trace_key
 from boutique.observatory.profiles.model import ProfileBatch
+from boutique.observatory.signals import time_range_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS profile_stacks (
@@ -135,10 +136,7 @@ class ProfilesTable:
 
     def time_range(self, db: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
         """(oldest, newest) row time in µs; None when there is none."""
-        row = db.execute("SELECT min(time_us), max(time_us) FROM profile_samples").fetchall()
-        if not row or row[0][0] is None:
-            return None
-        return int(row[0][0]), int(row[0][1])
+        return time_range_of(db, "profile_samples")
 
 
 TABLE = ProfilesTable()
