@@ -1,4 +1,5 @@
-"""A 60-second outage of the telemetry backend loses no trace: every process queues and delivers later."""
+"""A 60-second outage of the telemetry backend loses no trace and no profile: every process queues and
+delivers later."""
 
 from __future__ import annotations
 
@@ -32,6 +33,20 @@ def missing_parents(spans: list[dict], root: str) -> list[str]:
         for ref in s["references"]
         if ref["refType"] == "CHILD_OF" and ref["spanID"] not in ids
     ]
+
+
+def main_thread_wall_seconds(query_url: str, service: str, start: float, end: float) -> float:
+    """Seconds of wall-clock samples of `service`'s main thread stored between two Unix times."""
+    params = {
+        "service": service,
+        "type": "wall",
+        "thread": "MainThread",
+        "start": int(start * 1e6),
+        "end": int(end * 1e6),
+    }
+    response = httpx.get(f"{query_url}/api/profiles", params=params, timeout=10)
+    response.raise_for_status()
+    return int(response.json()["data"]["total"]) / 1e9
 
 
 def test_traces_made_during_a_60_second_backend_outage_are_all_stored_complete(tmp_path: Path) -> None:
@@ -73,6 +88,14 @@ def test_traces_made_during_a_60_second_backend_outage_are_all_stored_complete(t
         share = len(complete) / len(during)
         print(f"{len(complete)} of {len(during)} traces made during the outage stored complete ({share:.1%})")
         assert share >= 0.99
+        # Profiles wait in their own queue: the frontend's main thread was sampled all through the outage.
+        inside = (down_at + 2, up_at - 2)  # whole seconds inside it (rows are kept per second)
+        wanted = 0.9 * (inside[1] - inside[0])
+
+        def profiles_arrived() -> bool:
+            return main_thread_wall_seconds(observatory.query_url, "frontend", *inside) >= wanted
+
+        eventually(profiles_arrived, f"{wanted:.0f} s of the frontend's wall samples", timeout=30, every=1.0)
     finally:
         up.stop()
         observatory.stop()
